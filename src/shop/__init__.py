@@ -1,0 +1,1 @@
+"""shop: the backend of an online store, as a REST API."""

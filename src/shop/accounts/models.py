@@ -1,0 +1,23 @@
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated
+
+from beanie import Document, Indexed
+from pydantic import Field
+
+from shop.clock import utcnow
+
+
+class Role(StrEnum):
+    customer = "customer"
+    admin = "admin"
+
+
+class User(Document):
+    email: Annotated[str, Indexed(unique=True)]
+    password_hash: str
+    role: Role = Role.customer
+    created_at: datetime = Field(default_factory=utcnow)
+
+    class Settings:
+        name = "users"

@@ -1,0 +1,27 @@
+from typing import Annotated, Literal
+
+from beanie import PydanticObjectId
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, StringConstraints
+
+from shop.accounts.models import Role
+
+Password = Annotated[str, Field(min_length=8, max_length=128)]
+
+
+class RegisterRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    email: Annotated[EmailStr, StringConstraints(max_length=254)]
+    password: Password
+
+
+class UserOut(BaseModel):
+    id: PydanticObjectId
+    email: str
+    role: Role
+
+
+class TokenOut(BaseModel):
+    access_token: str
+    token_type: Literal["bearer"] = "bearer"
+    expires_in: int

@@ -1,0 +1,156 @@
+from datetime import datetime
+from typing import Annotated, Any
+
+from beanie import Document, Indexed, PydanticObjectId
+from pydantic import BaseModel, Field
+from pymongo import ReturnDocument
+from pymongo.asynchronous.client_session import AsyncClientSession
+from pymongo.errors import DuplicateKeyError
+
+from shop.catalog.models import Product
+from shop.clock import utcnow
+from shop.errors import Conflict, NotFound
+
+
+class InsufficientStock(Conflict):
+    code, title = "insufficient_stock", "Not enough stock"
+
+
+class CartItemNotFound(NotFound):
+    code, title = "cart_item_not_found", "Product not in cart"
+
+
+class CartItem(BaseModel):
+    product_id: PydanticObjectId
+    quantity: int = Field(gt=0)
+    added_at: datetime = Field(default_factory=utcnow)
+
+
+class Cart(Document):
+    """One cart per user. Every change is a single atomic update on the user's cart."""
+
+    user_id: Annotated[PydanticObjectId, Indexed(unique=True)]
+    items: list[CartItem] = Field(default_factory=list)
+    discount_code: str | None = None
+    updated_at: datetime = Field(default_factory=utcnow)
+
+    class Settings:
+        name = "carts"
+
+    def quantity_of(self, product_id: PydanticObjectId) -> int:
+        return sum(i.quantity for i in self.items if i.product_id == product_id)
+
+    @property
+    def is_empty(self) -> bool:
+        return not self.items
+
+    @classmethod
+    def from_raw(cls, raw: dict[str, Any] | None) -> "Cart":
+        assert raw is not None
+        cart: Cart = cls.model_validate(raw)
+        return cart
+
+    @classmethod
+    async def of_user(
+        cls, user_id: PydanticObjectId, session: AsyncClientSession | None = None
+    ) -> "Cart":
+        """The user's cart; an unsaved empty one if they never had one."""
+        return await cls.find_one(cls.user_id == user_id, session=session) or cls(user_id=user_id)
+
+    @classmethod
+    async def add_item(cls, user_id: PydanticObjectId, product: Product, quantity: int) -> "Cart":
+        """Add ``quantity`` of ``product``, never above its stock; concurrent adds all count."""
+        assert product.id is not None
+        most_before = product.stock - quantity  # the line may hold at most this much beforehand
+        if most_before < 0:
+            raise InsufficientStock(
+                f"Only {product.stock} of {product.name} in stock", products=[str(product.id)]
+            )
+        carts, now = cls.get_pymongo_collection(), utcnow()
+        for _ in range(10):
+            raw = await carts.find_one_and_update(
+                {
+                    "user_id": user_id,
+                    "items": {
+                        "$elemMatch": {"product_id": product.id, "quantity": {"$lte": most_before}}
+                    },
+                },
+                {"$inc": {"items.$[line].quantity": quantity}, "$set": {"updated_at": now}},
+                array_filters=[{"line.product_id": product.id}],
+                return_document=ReturnDocument.AFTER,
+            )
+            if raw is not None:
+                return cls.from_raw(raw)
+            item = CartItem(product_id=product.id, quantity=quantity, added_at=now)
+            try:
+                raw = await carts.find_one_and_update(
+                    {"user_id": user_id, "items.product_id": {"$ne": product.id}},
+                    {
+                        "$push": {"items": item.model_dump()},
+                        "$set": {"updated_at": now},
+                        "$setOnInsert": {"discount_code": None},
+                    },
+                    upsert=True,
+                    return_document=ReturnDocument.AFTER,
+                )
+                return cls.from_raw(raw)
+            except DuplicateKeyError:
+                pass  # the cart exists and holds the product already
+            held = await cls.find_one(cls.user_id == user_id)
+            if held is not None and held.quantity_of(product.id) > most_before:
+                raise InsufficientStock(
+                    f"Only {product.stock} of {product.name} in stock, "
+                    f"{held.quantity_of(product.id)} already in the cart",
+                    products=[str(product.id)],
+                )
+            # The line changed between the two updates (removed or added concurrently): again.
+        raise Conflict("The cart is changing too fast; try again")
+
+    @classmethod
+    async def remove_item(
+        cls, user_id: PydanticObjectId, product_id: PydanticObjectId, quantity: int | None
+    ) -> "Cart":
+        """Remove the line, or take ``quantity`` off it (the whole line when that is all of it)."""
+        carts, now = cls.get_pymongo_collection(), utcnow()
+        if quantity is not None:
+            raw = await carts.find_one_and_update(
+                {
+                    "user_id": user_id,
+                    "items": {
+                        "$elemMatch": {"product_id": product_id, "quantity": {"$gt": quantity}}
+                    },
+                },
+                {"$inc": {"items.$[line].quantity": -quantity}, "$set": {"updated_at": now}},
+                array_filters=[{"line.product_id": product_id}],
+                return_document=ReturnDocument.AFTER,
+            )
+            if raw is not None:
+                return cls.from_raw(raw)
+        raw = await carts.find_one_and_update(
+            {"user_id": user_id, "items.product_id": product_id},
+            {"$pull": {"items": {"product_id": product_id}}, "$set": {"updated_at": now}},
+            return_document=ReturnDocument.AFTER,
+        )
+        if raw is None:
+            raise CartItemNotFound()
+        return cls.from_raw(raw)
+
+    @classmethod
+    async def set_discount_code(cls, user_id: PydanticObjectId, code: str | None) -> "Cart":
+        raw = await cls.get_pymongo_collection().find_one_and_update(
+            {"user_id": user_id},
+            {
+                "$set": {"discount_code": code, "updated_at": utcnow()},
+                "$setOnInsert": {"items": []},
+            },
+            upsert=True,
+            return_document=ReturnDocument.AFTER,
+        )
+        return cls.from_raw(raw)
+
+    @classmethod
+    async def empty(cls, cart_id: PydanticObjectId, session: AsyncClientSession) -> None:
+        update: dict[str, Any] = {
+            "$set": {"items": [], "discount_code": None, "updated_at": utcnow()}
+        }
+        await cls.get_pymongo_collection().update_one({"_id": cart_id}, update, session=session)

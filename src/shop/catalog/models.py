@@ -1,0 +1,82 @@
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, ClassVar
+
+from beanie import DecimalAnnotation, Document, PydanticObjectId
+from bson import Decimal128
+from pydantic import Field
+from pymongo import ASCENDING, IndexModel, ReturnDocument
+from pymongo.asynchronous.client_session import AsyncClientSession
+
+from shop.clock import utcnow
+
+
+class Product(Document):
+    """A catalog entry. ``stock`` is what is still available: checkout reserves from it."""
+
+    name: str
+    description: str = ""
+    price: DecimalAnnotation
+    stock: int = Field(ge=0)
+    active: bool = True
+    sku: str | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+    class Settings:
+        name = "products"
+        indexes: ClassVar = [
+            IndexModel([("active", ASCENDING), ("_id", ASCENDING)]),
+            IndexModel(
+                [("sku", ASCENDING)],
+                unique=True,
+                partialFilterExpression={"sku": {"$type": "string"}},
+            ),
+        ]
+
+    @property
+    def unit_price(self) -> Decimal:
+        return Decimal(self.price)
+
+    @classmethod
+    async def reserve(
+        cls, product_id: PydanticObjectId, quantity: int, session: AsyncClientSession
+    ) -> bool:
+        """Take ``quantity`` from stock if that much is there; never below zero."""
+        result = await cls.get_pymongo_collection().update_one(
+            {"_id": product_id, "active": True, "stock": {"$gte": quantity}},
+            {"$inc": {"stock": -quantity}},
+            session=session,
+        )
+        return result.modified_count == 1
+
+    @classmethod
+    async def restock(
+        cls,
+        quantities: dict[PydanticObjectId, int],
+        session: AsyncClientSession | None = None,
+    ) -> None:
+        """Put units back (released reservations, returned goods)."""
+        for product_id, quantity in quantities.items():
+            await cls.get_pymongo_collection().update_one(
+                {"_id": product_id}, {"$inc": {"stock": quantity}}, session=session
+            )
+
+    @classmethod
+    async def many(
+        cls, ids: list[PydanticObjectId], session: AsyncClientSession | None = None
+    ) -> dict[PydanticObjectId, "Product"]:
+        found = await cls.find({"_id": {"$in": ids}}, session=session).to_list()
+        return {p.id: p for p in found if p.id is not None}
+
+    @classmethod
+    async def update_fields(
+        cls, product_id: PydanticObjectId, fields: dict[str, Any]
+    ) -> "Product | None":
+        """Set only the given fields, so a concurrent stock reservation is never overwritten."""
+        changes = {k: Decimal128(v) if isinstance(v, Decimal) else v for k, v in fields.items()}
+        changes["updated_at"] = utcnow()
+        raw = await cls.get_pymongo_collection().find_one_and_update(
+            {"_id": product_id}, {"$set": changes}, return_document=ReturnDocument.AFTER
+        )
+        return None if raw is None else cls.model_validate(raw)

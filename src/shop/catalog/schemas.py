@@ -1,0 +1,49 @@
+from datetime import datetime
+from typing import Annotated
+
+from beanie import PydanticObjectId
+from pydantic import BaseModel, ConfigDict, Field
+
+from shop.money import Price
+
+Name = Annotated[str, Field(min_length=1, max_length=200)]
+Description = Annotated[str, Field(max_length=5000)]
+Stock = Annotated[int, Field(strict=True, ge=0, le=1_000_000_000)]
+
+
+class ProductCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: Name
+    description: Description = ""
+    price: Price
+    stock: Stock
+    active: bool = True
+
+
+class ProductUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: Name | None = None
+    description: Description | None = None
+    price: Price | None = None
+    stock: Stock | None = None
+    active: bool | None = None
+
+
+class ProductOut(BaseModel):
+    id: PydanticObjectId
+    name: str
+    description: str
+    price: Price
+    stock: int
+    active: bool
+    created_at: datetime
+    updated_at: datetime
+
+
+class ProductPage(BaseModel):
+    items: list[ProductOut]
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` for the next page; null on the last page"
+    )

@@ -1,0 +1,54 @@
+"""``shop serve``: run the API, starting the embedded database when no URL is configured."""
+
+import argparse
+import logging
+import os
+import signal
+import sys
+
+import uvicorn
+
+from shop.config import AppSettings
+from shop.db import EmbeddedMongo
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="shop", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="serve the API")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=1)
+    serve.add_argument("--demo-data", action="store_true", help="same as SHOP_DEMO_DATA=true")
+    args = parser.parse_args(argv)
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(name)s: %(message)s")
+    if args.demo_data:
+        os.environ["SHOP_DEMO_DATA"] = "true"
+    settings = AppSettings()
+    settings.signing_key()  # a development key is made once, before any worker starts
+    if settings.mongodb_url is not None:
+        _serve(args)
+        return
+    # uvicorn re-raises SIGTERM after its shutdown; turn it into an exit so the
+    # embedded database below is stopped cleanly too.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    # One embedded database for all workers; they find it through the environment.
+    with EmbeddedMongo(settings.data_dir.resolve() / "db") as database:
+        logging.getLogger("shop").info("embedded database at %s", database.url)
+        os.environ["SHOP_MONGODB_URL"] = database.url
+        _serve(args)
+
+
+def _serve(args: argparse.Namespace) -> None:
+    uvicorn.run(
+        "shop.main:create_app",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,62 @@
+"""Settings, read from the environment with the prefix ``SHOP_``."""
+
+import contextlib
+import os
+import secrets
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class AppSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SHOP_", extra="ignore")
+
+    environment: Literal["development", "production"] = "development"
+    mongodb_url: str | None = None
+    data_dir: Path = Path("var")
+    db_name: str = "shop"
+    secret_key: SecretStr | None = None
+    access_token_minutes: int = Field(default=60, gt=0)
+    admin_email: str | None = None
+    admin_password: SecretStr | None = None
+    demo_data: bool = False
+    currency: str = Field(default="EUR", pattern=r"^[A-Z]{3}$")
+    payment_timeout_seconds: float = Field(default=1800, gt=0)
+    sweep_interval_seconds: float = Field(default=30, gt=0)
+    idempotency_key_hours: int = Field(default=24, ge=24)
+    return_window_days: int = Field(default=14, ge=0)
+    returns_auto_approve: bool = True
+
+    @model_validator(mode="after")
+    def _production_needs_a_secret(self) -> "AppSettings":
+        if self.environment == "production" and self.secret_key is None:
+            raise ValueError("SHOP_SECRET_KEY must be set when SHOP_ENVIRONMENT=production")
+        return self
+
+    def signing_key(self) -> str:
+        """The JWT signing key: the configured one, or a development key kept in the data dir."""
+        if self.secret_key is not None:
+            return self.secret_key.get_secret_value()
+        return _development_key(self.data_dir)
+
+
+def _development_key(data_dir: Path) -> str:
+    path = data_dir / "secret_key"
+    if not path.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        draft = data_dir / f".secret_key.{secrets.token_hex(8)}"
+        draft.write_text(secrets.token_urlsafe(48))
+        draft.chmod(0o600)
+        # link() never replaces: when several workers start at once, the first key wins.
+        with contextlib.suppress(FileExistsError):
+            os.link(draft, path)
+        draft.unlink()
+    return path.read_text().strip()
+
+
+@lru_cache
+def get_settings() -> AppSettings:
+    return AppSettings()

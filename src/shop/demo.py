@@ -1,0 +1,43 @@
+"""A small demo catalog, created when the shop has no products yet."""
+
+from decimal import Decimal
+
+from bson import Decimal128
+
+from shop.catalog.models import Product
+from shop.clock import utcnow
+
+DEMO_PRODUCTS = [
+    ("demo-mug", "Enamel mug", "Camp mug, 350 ml, white with a blue rim.", "12.50", 40),
+    ("demo-tee", "Organic T-shirt", "Heavy cotton tee, unisex cut.", "24.90", 25),
+    ("demo-notebook", "Dot-grid notebook", "A5, 160 pages, lay-flat binding.", "9.99", 60),
+    ("demo-bottle", "Steel bottle", "Insulated, 750 ml, keeps cold for 24 h.", "29.00", 15),
+    ("demo-socks", "Wool socks", "Merino blend, pair.", "14.00", 30),
+    ("demo-tote", "Canvas tote", "Sturdy canvas bag with inner pocket.", "18.75", 20),
+]
+
+
+async def create_demo_catalog() -> int:
+    """Insert the demo products if the catalog is empty. Safe when several workers race."""
+    if await Product.find_one() is not None:
+        return 0
+    created = 0
+    for sku, name, description, price, stock in DEMO_PRODUCTS:
+        now = utcnow()
+        result = await Product.get_pymongo_collection().update_one(
+            {"sku": sku},
+            {
+                "$setOnInsert": {
+                    "name": name,
+                    "description": description,
+                    "price": Decimal128(Decimal(price)),
+                    "stock": stock,
+                    "active": True,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+            },
+            upsert=True,
+        )
+        created += result.upserted_id is not None
+    return created

@@ -1,0 +1,51 @@
+"""Request dependencies, as ``Annotated`` aliases the routers declare."""
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import OAuth2PasswordBearer
+
+from shop.accounts.security import Principal, read_access_token
+from shop.config import AppSettings
+from shop.errors import Forbidden, NotAuthenticated
+
+_bearer = OAuth2PasswordBearer(tokenUrl="/auth/token", auto_error=False)
+
+
+def _settings(request: Request) -> AppSettings:
+    settings: AppSettings = request.app.state.settings
+    return settings
+
+
+Settings = Annotated[AppSettings, Depends(_settings)]
+
+
+def _signing_key(request: Request) -> str:
+    key: str = request.app.state.signing_key
+    return key
+
+
+SigningKey = Annotated[str, Depends(_signing_key)]
+
+
+def _optional_user(
+    key: SigningKey, token: Annotated[str | None, Depends(_bearer)]
+) -> Principal | None:
+    return None if token is None else read_access_token(token, key)
+
+
+def _current_user(user: Annotated[Principal | None, Depends(_optional_user)]) -> Principal:
+    if user is None:
+        raise NotAuthenticated("A bearer token is required")
+    return user
+
+
+def _admin_user(user: Annotated[Principal, Depends(_current_user)]) -> Principal:
+    if not user.is_admin:
+        raise Forbidden("Only administrators may do this")
+    return user
+
+
+OptionalUser = Annotated[Principal | None, Depends(_optional_user)]
+CurrentUser = Annotated[Principal, Depends(_current_user)]
+AdminUser = Annotated[Principal, Depends(_admin_user)]

@@ -1,0 +1,129 @@
+"""The error hierarchy and the one handler that renders every error as RFC 9457 problem+json."""
+
+from http import HTTPStatus
+from typing import Any, ClassVar
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+PROBLEM_JSON = "application/problem+json"
+
+
+class ShopError(Exception):
+    """A refusal the client can act on. Subclasses fix the status and the stable ``code``."""
+
+    status: ClassVar[int] = 400
+    code: ClassVar[str] = "bad_request"
+    title: ClassVar[str] = "Bad request"
+
+    def __init__(self, detail: str | None = None, **extra: Any) -> None:
+        super().__init__(detail or self.title)
+        self.detail = detail or self.title
+        self.extra = extra
+
+
+class NotFound(ShopError):
+    status, code, title = 404, "not_found", "Not found"
+
+
+class Conflict(ShopError):
+    status, code, title = 409, "conflict", "Conflict"
+
+
+class Unprocessable(ShopError):
+    status, code, title = 422, "unprocessable", "Unprocessable request"
+
+
+class NotAuthenticated(ShopError):
+    status, code, title = 401, "not_authenticated", "Not authenticated"
+
+
+class InvalidToken(NotAuthenticated):
+    code, title = "invalid_token", "Invalid access token"
+
+
+class TokenExpired(NotAuthenticated):
+    code, title = "token_expired", "Access token expired"
+
+
+class InvalidCredentials(NotAuthenticated):
+    code, title = "invalid_credentials", "Incorrect email or password"
+
+
+class Forbidden(ShopError):
+    status, code, title = 403, "forbidden", "Forbidden"
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details, as every error response is shaped."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    code: str
+    errors: list[dict[str, Any]] | None = None
+
+
+def problem_response(status: int, code: str, title: str, detail: str, **extra: Any) -> JSONResponse:
+    body = {
+        "type": f"/problems/{code}",
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "code": code,
+        **extra,
+    }
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON)
+
+
+def responses(*errors: type[ShopError]) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses=`` for a route, from the errors it can raise."""
+    documented: dict[int | str, dict[str, Any]] = {}
+    for error in errors:
+        entry = documented.setdefault(
+            error.status,
+            {"model": Problem, "content": {PROBLEM_JSON: {}}, "description": ""},
+        )
+        codes = f"`{error.code}`"
+        entry["description"] = ", ".join(filter(None, [entry["description"], codes]))
+    return documented
+
+
+async def _shop_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ShopError)
+    return problem_response(exc.status, exc.code, exc.title, exc.detail, **exc.extra)
+
+
+async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
+    fields = ", ".join(".".join(str(p) for p in e["loc"]) for e in errors)
+    return problem_response(
+        422, "validation_error", "Invalid request", f"Invalid fields: {fields}", errors=errors
+    )
+
+
+async def _http_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    phrase = HTTPStatus(exc.status_code).phrase
+    code = phrase.lower().replace(" ", "_").replace("-", "_")
+    detail = exc.detail if isinstance(exc.detail, str) else phrase
+    response = problem_response(exc.status_code, code, phrase, detail)
+    if exc.headers:
+        response.headers.update(exc.headers)
+    return response
+
+
+async def _unexpected_error(_: Request, exc: Exception) -> JSONResponse:
+    return problem_response(500, "internal_error", "Internal server error", "Unexpected error")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(ShopError, _shop_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected_error)

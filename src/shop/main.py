@@ -1,0 +1,51 @@
+"""The application: ``create_app()`` and its lifespan."""
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from shop.accounts.router import ensure_admin
+from shop.accounts.router import router as accounts_router
+from shop.cart.router import router as cart_router
+from shop.catalog.router import router as catalog_router
+from shop.config import AppSettings, get_settings
+from shop.db import connect, init_database
+from shop.demo import create_demo_catalog
+from shop.errors import install_error_handlers
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: AppSettings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if settings.mongodb_url is None:
+            raise RuntimeError("SHOP_MONGODB_URL is not set: start the service with `shop serve`")
+        client = connect(settings.mongodb_url)
+        try:
+            await init_database(client, settings.db_name)
+            if settings.admin_email and settings.admin_password:
+                await ensure_admin(settings.admin_email, settings.admin_password.get_secret_value())
+            if settings.demo_data and (created := await create_demo_catalog()):
+                log.info("created %d demo products", created)
+            app.state.mongo = client
+            yield
+        finally:
+            await client.close()
+
+    app = FastAPI(
+        title="shop",
+        version="0.1.0",
+        summary="Online store backend: catalog, cart, orders, payments, discounts and returns.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.signing_key = settings.signing_key()
+    install_error_handlers(app)
+    for router in (accounts_router, catalog_router, cart_router):
+        app.include_router(router)
+    return app

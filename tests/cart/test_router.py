@@ -1,0 +1,165 @@
+import asyncio
+
+from fastapi import FastAPI
+from httpx import AsyncClient
+
+from shop.accounts.models import Role
+from shop.cart.models import Cart
+from tests.factories import add_to_cart, assert_problem, make_product, make_user
+
+
+async def quantities(account_id: object) -> dict[str, int]:
+    cart = await Cart.find_one({"user_id": account_id})
+    return {} if cart is None else {str(i.product_id): i.quantity for i in cart.items}
+
+
+async def test_empty_cart_is_200_with_no_items(client: AsyncClient, app: FastAPI) -> None:
+    account = await make_user(app)
+    response = await client.get("/cart/", headers=account.headers)
+    assert response.status_code == 200
+    assert response.json() == {
+        "items": [],
+        "total_quantity": 0,
+        "subtotal": "0.00",
+        "total": "0.00",
+        "currency": "EUR",
+    }
+
+
+async def test_adding_twice_increases_the_quantity(client: AsyncClient, app: FastAPI) -> None:
+    account = await make_user(app)
+    mug = await make_product(price="12.50", stock=10)
+    tee = await make_product(price="0.10", stock=10)
+    await add_to_cart(client, account, mug, 2)
+    await add_to_cart(client, account, tee, 1)
+    response = await add_to_cart(client, account, mug, 3)
+    assert response.status_code == 200
+    body = response.json()
+    assert [(i["product_id"], i["quantity"], i["line_total"]) for i in body["items"]] == [
+        (str(mug.id), 5, "62.50"),
+        (str(tee.id), 1, "0.10"),
+    ]
+    assert (body["total_quantity"], body["subtotal"], body["total"]) == (6, "62.60", "62.60")
+    assert (await client.get("/cart/", headers=account.headers)).json() == body
+
+
+async def test_twenty_concurrent_adds_all_count(client: AsyncClient, app: FastAPI) -> None:
+    account = await make_user(app)
+    other = await make_user(app)
+    product = await make_product(stock=100)
+    await add_to_cart(client, other, product, 4)
+    responses = await asyncio.gather(*(add_to_cart(client, account, product) for _ in range(20)))
+    assert [r.status_code for r in responses] == [200] * 20
+    assert await quantities(account.id) == {str(product.id): 20}
+    assert await quantities(other.id) == {str(product.id): 4}
+
+
+async def test_concurrent_adds_stop_exactly_at_stock(client: AsyncClient, app: FastAPI) -> None:
+    account = await make_user(app)
+    product = await make_product(stock=7)
+    responses = await asyncio.gather(*(add_to_cart(client, account, product) for _ in range(15)))
+    codes = sorted(r.status_code for r in responses)
+    assert codes == [200] * 7 + [409] * 8
+    assert await quantities(account.id) == {str(product.id): 7}
+
+
+async def test_adding_above_stock_is_refused(client: AsyncClient, app: FastAPI) -> None:
+    account = await make_user(app)
+    product = await make_product(stock=3)
+    await add_to_cart(client, account, product, 2)
+    assert_problem(await add_to_cart(client, account, product, 2), 409, "insufficient_stock")
+    assert_problem(await add_to_cart(client, account, product, 4), 409, "insufficient_stock")
+    assert await quantities(account.id) == {str(product.id): 2}
+
+
+async def test_unknown_or_inactive_product_is_404(client: AsyncClient, app: FastAPI) -> None:
+    account = await make_user(app)
+    inactive = await make_product(active=False)
+    unknown = {"product_id": "64b7f0c2a1b2c3d4e5f60718", "quantity": 1}
+    assert_problem(await add_to_cart(client, account, inactive), 404, "product_not_found")
+    assert_problem(
+        await client.post("/cart/add/", json=unknown, headers=account.headers),
+        404,
+        "product_not_found",
+    )
+    assert await quantities(account.id) == {}
+
+
+async def test_quantity_must_be_a_positive_integer(client: AsyncClient, app: FastAPI) -> None:
+    account = await make_user(app)
+    product = await make_product()
+    for quantity in [0, -1, 1.5, "2", None, 10**9]:
+        response = await client.post(
+            "/cart/add/",
+            json={"product_id": str(product.id), "quantity": quantity},
+            headers=account.headers,
+        )
+        assert_problem(response, 422, "validation_error")
+    for body in [{"product_id": "nope", "quantity": 1}, {"quantity": 1}, []]:
+        response = await client.post("/cart/add/", json=body, headers=account.headers)
+        assert_problem(response, 422, "validation_error")
+    assert await quantities(account.id) == {}
+
+
+async def test_remove_decreases_or_drops_the_line(client: AsyncClient, app: FastAPI) -> None:
+    account = await make_user(app)
+    product = await make_product(stock=10)
+    await add_to_cart(client, account, product, 5)
+    params = {"product_id": str(product.id), "quantity": 2}
+    response = await client.delete("/cart/remove/", params=params, headers=account.headers)
+    assert response.status_code == 200
+    assert response.json()["items"][0]["quantity"] == 3
+    assert await quantities(account.id) == {str(product.id): 3}
+
+    params["quantity"] = 3
+    await client.delete("/cart/remove/", params=params, headers=account.headers)
+    assert await quantities(account.id) == {}
+
+    await add_to_cart(client, account, product, 4)
+    response = await client.delete(
+        "/cart/remove/", params={"product_id": str(product.id)}, headers=account.headers
+    )
+    assert response.json()["items"] == []
+    assert await quantities(account.id) == {}
+
+
+async def test_removing_what_is_not_there_is_404(client: AsyncClient, app: FastAPI) -> None:
+    account = await make_user(app)
+    product = await make_product()
+    params = {"product_id": str(product.id)}
+    response = await client.delete("/cart/remove/", params=params, headers=account.headers)
+    assert_problem(response, 404, "cart_item_not_found")
+    bad = await client.delete(
+        "/cart/remove/", params={**params, "quantity": 0}, headers=account.headers
+    )
+    assert_problem(bad, 422, "validation_error")
+
+
+async def test_a_deactivated_product_stays_in_the_cart_flagged(
+    client: AsyncClient, app: FastAPI
+) -> None:
+    account = await make_user(app)
+    admin = await make_user(app, Role.admin)
+    kept = await make_product(price="2.00")
+    withdrawn = await make_product(price="3.00")
+    await add_to_cart(client, account, kept, 1)
+    await add_to_cart(client, account, withdrawn, 1)
+    await client.delete(f"/products/{withdrawn.id}", headers=admin.headers)
+
+    body = (await client.get("/cart/", headers=account.headers)).json()
+    flags = {i["product_id"]: i["available"] for i in body["items"]}
+    assert flags == {str(kept.id): True, str(withdrawn.id): False}
+    assert (body["subtotal"], body["total"], body["total_quantity"]) == ("2.00", "2.00", 1)
+
+
+async def test_carts_are_private(client: AsyncClient, app: FastAPI) -> None:
+    ann = await make_user(app)
+    bob = await make_user(app)
+    product = await make_product()
+    await add_to_cart(client, ann, product, 2)
+    assert (await client.get("/cart/", headers=bob.headers)).json()["items"] == []
+    response = await client.delete(
+        "/cart/remove/", params={"product_id": str(product.id)}, headers=bob.headers
+    )
+    assert_problem(response, 404, "cart_item_not_found")
+    assert await quantities(ann.id) == {str(product.id): 2}

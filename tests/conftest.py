@@ -1,0 +1,64 @@
+"""The suite runs against a real MongoDB wire server: an embedded one started once per session,
+or the server named by SHOP_MONGODB_URL. Collections are emptied before every test."""
+
+import os
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+from asgi_lifespan import LifespanManager
+from beanie import Document
+from fastapi import FastAPI
+from httpx import ASGITransport, AsyncClient
+from pydantic import SecretStr
+
+from shop.config import AppSettings
+from shop.db import DOCUMENT_MODELS, EmbeddedMongo
+from shop.main import create_app
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str]:
+    if url := os.environ.get("SHOP_MONGODB_URL"):
+        yield url
+        return
+    with EmbeddedMongo(":memory:", test_commands=True) as server:
+        yield server.url
+
+
+@pytest.fixture(scope="session")
+def base_settings(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> AppSettings:
+    return AppSettings(
+        mongodb_url=database_url,
+        db_name=os.environ.get("SHOP_TEST_DB_NAME", "shop_test"),
+        data_dir=tmp_path_factory.mktemp("data"),
+        secret_key=SecretStr("test-signing-key-of-sufficient-length-for-hs256"),
+        demo_data=False,
+    )
+
+
+@pytest.fixture(scope="session")
+async def app(base_settings: AppSettings) -> AsyncIterator[FastAPI]:
+    application = create_app(base_settings)
+    async with LifespanManager(application):
+        yield application
+
+
+@pytest.fixture
+def settings(app: FastAPI, base_settings: AppSettings) -> Iterator[AppSettings]:
+    """This test's settings: change them freely, the next test gets the defaults back."""
+    app.state.settings = base_settings.model_copy()
+    yield app.state.settings
+    app.state.settings = base_settings
+
+
+@pytest.fixture(autouse=True)
+async def _empty_database(app: FastAPI) -> None:
+    model: type[Document]
+    for model in DOCUMENT_MODELS:
+        await model.get_pymongo_collection().delete_many({})
+
+
+@pytest.fixture
+async def client(app: FastAPI) -> AsyncIterator[AsyncClient]:
+    async with AsyncClient(transport=ASGITransport(app=app), base_url="http://shop.test") as http:
+        yield http

@@ -1,0 +1,85 @@
+"""Builders for test data. Users get a token without going through argon2 each time."""
+
+from dataclasses import dataclass
+from decimal import Decimal
+from functools import cache
+from itertools import count
+
+from beanie import PydanticObjectId
+from fastapi import FastAPI
+from httpx import AsyncClient, Response
+from pwdlib import PasswordHash
+
+from shop.accounts.models import Role, User
+from shop.accounts.security import Principal, create_access_token
+from shop.catalog.models import Product
+
+PASSWORD = "correct horse battery"
+_serial = count(1)
+
+
+@cache
+def _password_hash() -> str:
+    return PasswordHash.recommended().hash(PASSWORD)
+
+
+@dataclass
+class Account:
+    user: User
+    token: str
+
+    @property
+    def id(self) -> PydanticObjectId:
+        assert self.user.id is not None
+        return self.user.id
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+
+async def make_user(app: FastAPI, role: Role = Role.customer) -> Account:
+    user = User(email=f"user{next(_serial)}@example.com", password_hash=_password_hash(), role=role)
+    await user.insert()
+    assert user.id is not None
+    token = create_access_token(Principal(user.id, role), app.state.signing_key, 30)
+    return Account(user, token)
+
+
+async def make_product(
+    *, price: str = "10.00", stock: int = 10, name: str | None = None, active: bool = True
+) -> Product:
+    product = Product(
+        name=name or f"Product {next(_serial)}",
+        price=Decimal(price),
+        stock=stock,
+        active=active,
+    )
+    await product.insert()
+    return product
+
+
+async def stock_of(product: Product) -> int:
+    fresh = await Product.get(product.id)
+    assert fresh is not None
+    return fresh.stock
+
+
+async def add_to_cart(
+    client: AsyncClient, account: Account, product: Product, quantity: int = 1
+) -> Response:
+    return await client.post(
+        "/cart/add/",
+        json={"product_id": str(product.id), "quantity": quantity},
+        headers=account.headers,
+    )
+
+
+def assert_problem(response: Response, status: int, code: str) -> dict[str, object]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    body: dict[str, object] = response.json()
+    assert body["code"] == code, body
+    assert body["status"] == status
+    assert {"type", "title", "detail"} <= body.keys()
+    return body

@@ -1,0 +1,27 @@
+from pathlib import Path
+
+import pytest
+from pymongo import MongoClient
+
+from shop.config import AppSettings
+from shop.db import EmbeddedMongo
+
+
+def test_embedded_database_reopens_its_data_intact(tmp_path: Path) -> None:
+    with EmbeddedMongo(tmp_path / "db") as first, MongoClient(first.url) as client:
+        client.shop.things.insert_one({"_id": "kept", "n": 1})
+    with EmbeddedMongo(tmp_path / "db") as second, MongoClient(second.url) as client:
+        assert client.shop.things.find_one({"_id": "kept"}) == {"_id": "kept", "n": 1}
+
+
+def test_production_refuses_to_start_without_a_secret() -> None:
+    with pytest.raises(ValueError, match="SHOP_SECRET_KEY"):
+        AppSettings(environment="production", secret_key=None)
+
+
+def test_development_key_is_made_once_and_kept(tmp_path: Path) -> None:
+    settings = AppSettings(data_dir=tmp_path, secret_key=None)
+    key = settings.signing_key()
+    assert len(key) >= 32
+    assert AppSettings(data_dir=tmp_path, secret_key=None).signing_key() == key
+    assert (tmp_path / "secret_key").read_text() == key
