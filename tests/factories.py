@@ -1,9 +1,11 @@
 """Builders for test data. Users get a token without going through argon2 each time."""
 
+import uuid
 from dataclasses import dataclass
 from decimal import Decimal
 from functools import cache
 from itertools import count
+from typing import Any
 
 from beanie import PydanticObjectId
 from fastapi import FastAPI
@@ -13,6 +15,7 @@ from pwdlib import PasswordHash
 from shop.accounts.models import Role, User
 from shop.accounts.security import Principal, create_access_token
 from shop.catalog.models import Product
+from shop.payments.provider import ProviderCharge
 
 PASSWORD = "correct horse battery"
 _serial = count(1)
@@ -65,6 +68,12 @@ async def stock_of(product: Product) -> int:
     return fresh.stock
 
 
+async def set_stock(product: Product, stock: int) -> None:
+    await Product.get_pymongo_collection().update_one(
+        {"_id": product.id}, {"$set": {"stock": stock}}
+    )
+
+
 async def add_to_cart(
     client: AsyncClient, account: Account, product: Product, quantity: int = 1
 ) -> Response:
@@ -83,3 +92,35 @@ def assert_problem(response: Response, status: int, code: str) -> dict[str, obje
     assert body["status"] == status
     assert {"type", "title", "detail"} <= body.keys()
     return body
+
+
+async def place_order(
+    client: AsyncClient, account: Account, *items: tuple[Product, int]
+) -> dict[str, Any]:
+    """Fill the cart and check out; returns the created order as the API shows it."""
+    for product, quantity in items:
+        added = await add_to_cart(client, account, product, quantity)
+        assert added.status_code == 200, added.text
+    created = await client.post("/order/create/", headers=account.headers)
+    assert created.status_code == 201, created.text
+    order: dict[str, Any] = created.json()
+    return order
+
+
+async def pay(
+    client: AsyncClient,
+    account: Account,
+    order_id: str,
+    method: str = "pm_card_visa",
+    key: str | None = None,
+) -> Response:
+    headers = {**account.headers, "Idempotency-Key": key or uuid.uuid4().hex}
+    return await client.post(
+        "/order/pay/",
+        json={"order_id": order_id, "provider": "mock", "payment_method": method},
+        headers=headers,
+    )
+
+
+async def charges_for(order_id: str) -> list[ProviderCharge]:
+    return await ProviderCharge.find({"key": {"$regex": f"^order-{order_id}-"}}).to_list()

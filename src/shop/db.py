@@ -7,23 +7,34 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from beanie import init_beanie
 from pymongo import AsyncMongoClient, MongoClient
+from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.errors import PyMongoError
 
 from shop.accounts.models import User
 from shop.cart.models import Cart
 from shop.catalog.models import Product
+from shop.idempotency import IdempotencyRecord
+from shop.orders.models import Order, PendingOrder
+from shop.payments.provider import ProviderCharge, ProviderRefund
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 DOCUMENT_MODELS: list[Any] = [
     User,
     Product,
     Cart,
+    Order,
+    PendingOrder,
+    IdempotencyRecord,
+    ProviderCharge,
+    ProviderRefund,
 ]
 
 
@@ -31,9 +42,24 @@ def connect(url: str) -> AsyncMongoClient[Any]:
     return AsyncMongoClient(url, tz_aware=True, uuidRepresentation="standard")
 
 
+_client: AsyncMongoClient[Any] | None = None
+
+
 async def init_database(client: AsyncMongoClient[Any], db_name: str) -> None:
     """Bind the documents to the database and create the indexes they declare."""
+    global _client
     await init_beanie(database=client[db_name], document_models=DOCUMENT_MODELS)
+    _client = client
+
+
+async def in_transaction(callback: Callable[[AsyncClientSession], Awaitable[T]]) -> T:
+    """Run ``callback`` in one transaction, retried on transient errors as the driver advises.
+
+    The callback may run more than once: it must not change anything outside the database.
+    """
+    assert _client is not None, "init_database() first"
+    async with _client.start_session() as session:
+        return await session.with_transaction(callback)
 
 
 class EmbeddedMongo:

@@ -4,6 +4,7 @@ from http import HTTPStatus
 from typing import Any, ClassVar
 
 from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
@@ -23,6 +24,9 @@ class ShopError(Exception):
         super().__init__(detail or self.title)
         self.detail = detail or self.title
         self.extra = extra
+
+    def problem(self) -> dict[str, Any]:
+        return problem_body(self.status, self.code, self.title, self.detail, **self.extra)
 
 
 class NotFound(ShopError):
@@ -68,15 +72,20 @@ class Problem(BaseModel):
     errors: list[dict[str, Any]] | None = None
 
 
-def problem_response(status: int, code: str, title: str, detail: str, **extra: Any) -> JSONResponse:
-    body = {
+def problem_body(status: int, code: str, title: str, detail: str, **extra: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
         "type": f"/problems/{code}",
         "title": title,
         "status": status,
         "detail": detail,
         "code": code,
-        **extra,
     }
+    body.update(jsonable_encoder(extra))
+    return body
+
+
+def problem_response(status: int, code: str, title: str, detail: str, **extra: Any) -> JSONResponse:
+    body = problem_body(status, code, title, detail, **extra)
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON)
 
 
@@ -95,7 +104,7 @@ def responses(*errors: type[ShopError]) -> dict[int | str, dict[str, Any]]:
 
 async def _shop_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ShopError)
-    return problem_response(exc.status, exc.code, exc.title, exc.detail, **exc.extra)
+    return JSONResponse(exc.problem(), status_code=exc.status, media_type=PROBLEM_JSON)
 
 
 async def _validation_error(_: Request, exc: Exception) -> JSONResponse:

@@ -1,5 +1,7 @@
 """The application: ``create_app()`` and its lifespan."""
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -14,6 +16,9 @@ from shop.config import AppSettings, get_settings
 from shop.db import connect, init_database
 from shop.demo import create_demo_catalog
 from shop.errors import install_error_handlers
+from shop.orders.router import router as orders_router
+from shop.orders.service import run_sweeper
+from shop.payments.provider import MockProvider
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +38,13 @@ def create_app(settings: AppSettings | None = None) -> FastAPI:
             if settings.demo_data and (created := await create_demo_catalog()):
                 log.info("created %d demo products", created)
             app.state.mongo = client
+            sweeper = asyncio.create_task(
+                run_sweeper(app.state.payment_providers, settings.sweep_interval_seconds)
+            )
             yield
+            sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeper
         finally:
             await client.close()
 
@@ -45,7 +56,8 @@ def create_app(settings: AppSettings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.signing_key = settings.signing_key()
+    app.state.payment_providers = {"mock": MockProvider()}
     install_error_handlers(app)
-    for router in (accounts_router, catalog_router, cart_router):
+    for router in (accounts_router, catalog_router, cart_router, orders_router):
         app.include_router(router)
     return app

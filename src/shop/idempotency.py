@@ -1,0 +1,163 @@
+"""Idempotency keys, as the IETF draft and Stripe define them.
+
+The first request with a key runs and its outcome is kept; a retry with the same key and
+body gets that outcome again without running anything; the same key with another body is
+a client error; the same key while the first request still runs is a conflict.
+"""
+
+import hashlib
+import json
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Annotated, Any, ClassVar
+
+from beanie import Document, Indexed, PydanticObjectId
+from fastapi import Header
+from fastapi.encoders import jsonable_encoder
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+from pymongo import ASCENDING, IndexModel
+from pymongo.errors import DuplicateKeyError
+
+from shop.clock import utcnow
+from shop.errors import PROBLEM_JSON, Conflict, ShopError, Unprocessable
+
+REPLAYED_HEADER = "Idempotent-Replayed"
+
+
+class IdempotencyKeyMissing(ShopError):
+    status, code, title = 400, "idempotency_key_missing", "Idempotency-Key header required"
+
+
+class IdempotencyKeyReused(Unprocessable):
+    code, title = "idempotency_key_reused", "Idempotency-Key already used for another request"
+
+
+class IdempotencyKeyInUse(Conflict):
+    code, title = "idempotency_key_in_use", "A request with this Idempotency-Key is still running"
+
+
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=255,
+        description="A unique key per logical request (a UUID, say). Required.",
+    ),
+]
+
+
+class RecordState(StrEnum):
+    running = "running"
+    done = "done"
+
+
+class IdempotencyRecord(Document):
+    user_id: PydanticObjectId
+    operation: str
+    key: str
+    fingerprint: str
+    state: RecordState = RecordState.running
+    status_code: int | None = None
+    body: Any = None
+    created_at: datetime = Field(default_factory=utcnow)
+    expires_at: Annotated[datetime, Indexed(expireAfterSeconds=0)]
+
+    class Settings:
+        name = "idempotency_keys"
+        indexes: ClassVar = [
+            IndexModel(
+                [("user_id", ASCENDING), ("operation", ASCENDING), ("key", ASCENDING)],
+                unique=True,
+            )
+        ]
+
+
+def _fingerprint(operation: str, request: BaseModel) -> str:
+    canonical = json.dumps(
+        {"operation": operation, "request": jsonable_encoder(request)}, sort_keys=True
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+async def run_once(
+    *,
+    user_id: PydanticObjectId,
+    operation: str,
+    key: str | None,
+    request: BaseModel,
+    keep: timedelta,
+    action: Callable[[], Awaitable[BaseModel]],
+    status_code: int = 200,
+) -> JSONResponse:
+    """Run ``action`` once per (user, operation, key); replay its outcome afterwards.
+
+    Refusals (``ShopError``) are outcomes too and are replayed, except conflicts with a
+    concurrent request, which say nothing about this one. An unexpected failure forgets
+    the key, so the client can retry with it.
+    """
+    if key is None:
+        raise IdempotencyKeyMissing()
+    now = utcnow()
+    record = IdempotencyRecord(
+        user_id=user_id,
+        operation=operation,
+        key=key,
+        fingerprint=_fingerprint(operation, request),
+        expires_at=now + keep,
+    )
+    try:
+        await record.insert()
+    except DuplicateKeyError:
+        return await _replay(record)
+
+    try:
+        result = await action()
+    except ShopError as refusal:
+        if isinstance(refusal, Conflict) and refusal.code in TRANSIENT_CONFLICTS:
+            await record.delete()
+            raise
+        body = refusal.problem()
+        await _finish(record, refusal.status, body)
+        return JSONResponse(body, status_code=refusal.status, media_type=PROBLEM_JSON)
+    except BaseException:
+        await record.delete()
+        raise
+    body = jsonable_encoder(result)
+    await _finish(record, status_code, body)
+    return JSONResponse(body, status_code=status_code)
+
+
+# Conflicts that come from another request racing this one; the same key may be retried.
+TRANSIENT_CONFLICTS = {"payment_in_progress", "concurrent_update"}
+
+
+async def _replay(attempt: IdempotencyRecord) -> JSONResponse:
+    first = await IdempotencyRecord.find_one(
+        {"user_id": attempt.user_id, "operation": attempt.operation, "key": attempt.key}
+    )
+    if first is None:  # the first request failed and forgot the key just now
+        raise IdempotencyKeyInUse()
+    if first.fingerprint != attempt.fingerprint:
+        raise IdempotencyKeyReused()
+    if first.state is RecordState.running or first.status_code is None:
+        raise IdempotencyKeyInUse()
+    media_type = PROBLEM_JSON if first.status_code >= 400 else "application/json"
+    return JSONResponse(
+        first.body,
+        status_code=first.status_code,
+        media_type=media_type,
+        headers={REPLAYED_HEADER: "true"},
+    )
+
+
+async def _finish(record: IdempotencyRecord, status_code: int, body: Any) -> None:
+    await record.set(
+        {
+            IdempotencyRecord.state: RecordState.done,
+            IdempotencyRecord.status_code: status_code,
+            IdempotencyRecord.body: body,
+        }
+    )

@@ -1,0 +1,132 @@
+from datetime import timedelta
+from typing import Annotated
+
+from beanie import PydanticObjectId
+from fastapi import APIRouter, Depends, Query, Request, status
+from fastapi.responses import JSONResponse
+
+from shop.cart.models import InsufficientStock
+from shop.deps import CurrentUser, Settings
+from shop.errors import responses
+from shop.idempotency import (
+    IdempotencyKey,
+    IdempotencyKeyInUse,
+    IdempotencyKeyMissing,
+    IdempotencyKeyReused,
+    run_once,
+)
+from shop.orders import service
+from shop.orders.models import (
+    Order,
+    OrderAlreadyPaid,
+    OrderEmpty,
+    OrderExpired,
+    OrderNotFound,
+    OrderStatus,
+    PaymentInProgress,
+)
+from shop.orders.schemas import OrderOut, OrderPage, OrderSummary, PayRequest
+from shop.orders.service import CartEmpty, InvalidCursor, ProductUnavailable, Providers
+from shop.payments.provider import InsufficientFunds, PaymentDeclined, UnknownPaymentMethod
+
+router = APIRouter(prefix="/order", tags=["orders"])
+
+
+def _providers(request: Request) -> Providers:
+    providers: Providers = request.app.state.payment_providers
+    return providers
+
+
+PaymentProviders = Annotated[Providers, Depends(_providers)]
+
+
+def order_out(order: Order) -> OrderOut:
+    return OrderOut.model_validate(order, from_attributes=True)
+
+
+def order_summary(order: Order) -> OrderSummary:
+    assert order.id is not None
+    return OrderSummary(
+        id=order.id,
+        status=order.status,
+        item_count=sum(line.quantity for line in order.lines),
+        subtotal=order.subtotal,
+        total=order.total,
+        currency=order.currency,
+        created_at=order.created_at,
+    )
+
+
+@router.post(
+    "/create/",
+    status_code=status.HTTP_201_CREATED,
+    responses=responses(CartEmpty, InsufficientStock, ProductUnavailable),
+)
+async def create_order(user: CurrentUser, settings: Settings) -> OrderOut:
+    """Order what is in the cart. Stock is reserved until payment or the payment deadline."""
+    return order_out(await service.create_order(user.id, settings))
+
+
+@router.post(
+    "/pay/",
+    response_model=OrderOut,
+    responses=responses(
+        IdempotencyKeyMissing,
+        PaymentDeclined,
+        InsufficientFunds,
+        OrderNotFound,
+        OrderAlreadyPaid,
+        OrderExpired,
+        OrderEmpty,
+        PaymentInProgress,
+        IdempotencyKeyInUse,
+        IdempotencyKeyReused,
+        UnknownPaymentMethod,
+    ),
+)
+async def pay_order(
+    body: PayRequest,
+    user: CurrentUser,
+    settings: Settings,
+    providers: PaymentProviders,
+    idempotency_key: IdempotencyKey = None,
+) -> JSONResponse:
+    """Pay a pending order. Retries with the same ``Idempotency-Key`` never charge twice."""
+
+    async def pay() -> OrderOut:
+        order = await service.pay_order(
+            body.order_id, user.id, body.provider, body.payment_method, providers
+        )
+        return order_out(order)
+
+    return await run_once(
+        user_id=user.id,
+        operation="order.pay",
+        key=idempotency_key,
+        request=body,
+        keep=timedelta(hours=settings.idempotency_key_hours),
+        action=pay,
+    )
+
+
+@router.get("/history/", responses=responses(InvalidCursor))
+async def order_history(
+    user: CurrentUser,
+    providers: PaymentProviders,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    status: OrderStatus | None = None,
+) -> OrderPage:
+    """The caller's orders, newest first."""
+    orders, next_cursor = await service.order_history(
+        user.id, providers, limit=limit, cursor=cursor, status=status
+    )
+    return OrderPage(items=[order_summary(o) for o in orders], next_cursor=next_cursor)
+
+
+@router.get("/{order_id}/", responses=responses(OrderNotFound))
+async def get_order(
+    order_id: PydanticObjectId, user: CurrentUser, providers: PaymentProviders
+) -> OrderOut:
+    """One of the caller's orders, with every status change it went through."""
+    return order_out(await service.order_of_user(order_id, user.id, providers))

@@ -1,0 +1,82 @@
+from datetime import datetime
+from typing import Annotated, Literal
+
+from beanie import PydanticObjectId
+from pydantic import BaseModel, ConfigDict, Field
+
+from shop.money import Money
+from shop.orders.models import OrderStatus
+
+
+class PayRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    order_id: PydanticObjectId
+    provider: Literal["mock"] = "mock"
+    payment_method: Annotated[str, Field(min_length=1, max_length=100, examples=["pm_card_visa"])]
+
+
+class OrderLineOut(BaseModel):
+    product_id: PydanticObjectId
+    name: str
+    unit_price: Money
+    quantity: int
+    line_subtotal: Money
+    discount: Money
+    line_total: Money
+    cart_discount_share: Money
+    net_total: Money
+    returned_quantity: int
+
+
+class CartDiscountOut(BaseModel):
+    discount_id: PydanticObjectId
+    code: str | None
+    amount: Money
+
+
+class PaymentOut(BaseModel):
+    provider: str
+    payment_id: str
+    amount: Money
+    method: str
+    paid_at: datetime
+
+
+class StatusChangeOut(BaseModel):
+    status: OrderStatus
+    at: datetime
+    reason: str | None
+
+
+class OrderOut(BaseModel):
+    id: PydanticObjectId
+    status: OrderStatus
+    lines: list[OrderLineOut]
+    subtotal: Money
+    cart_discount: CartDiscountOut | None
+    total: Money
+    currency: str
+    created_at: datetime
+    expires_at: datetime
+    paid_at: datetime | None
+    payment: PaymentOut | None
+    refunded_total: Money
+    status_history: list[StatusChangeOut]
+
+
+class OrderSummary(BaseModel):
+    id: PydanticObjectId
+    status: OrderStatus
+    item_count: int
+    subtotal: Money
+    total: Money
+    currency: str
+    created_at: datetime
+
+
+class OrderPage(BaseModel):
+    items: list[OrderSummary]
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` for the next page; null on the last page"
+    )

@@ -1,0 +1,302 @@
+"""Use cases that move several documents together: checkout, payment, and the payment timeout."""
+
+import asyncio
+import base64
+import logging
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+
+from beanie import PydanticObjectId
+from pymongo.asynchronous.client_session import AsyncClientSession
+
+from shop.cart.models import Cart, InsufficientStock
+from shop.cart.service import quote_cart
+from shop.catalog.models import Product
+from shop.clock import utcnow
+from shop.config import AppSettings
+from shop.db import in_transaction
+from shop.errors import Conflict, Unprocessable
+from shop.orders.models import (
+    CancelReason,
+    Order,
+    OrderExpired,
+    OrderLine,
+    OrderNotFound,
+    OrderStatus,
+    Payment,
+    PaymentAttempt,
+    PaymentInProgress,
+    PendingOrder,
+    StatusChange,
+)
+from shop.payments.provider import Charge, ChargeStatus, PaymentProvider
+from shop.pricing import Quote
+
+log = logging.getLogger(__name__)
+
+# How long a payment attempt holds its order. A crashed attempt is reconciled with the
+# provider after this, by whoever next reads the order or by the sweeper.
+PAYMENT_HOLD = timedelta(seconds=30)
+
+Providers = Mapping[str, PaymentProvider]
+
+
+class CartEmpty(Conflict):
+    code, title = "cart_empty", "The cart is empty"
+
+
+class ProductUnavailable(Conflict):
+    code, title = "product_unavailable", "A product in the cart is no longer sold"
+
+
+class InvalidCursor(Unprocessable):
+    code, title = "invalid_cursor", "Invalid cursor"
+
+
+# -- checkout ---------------------------------------------------------------------------------
+
+
+def order_from_quote(
+    user_id: PydanticObjectId, quote: Quote, now: datetime, timeout: timedelta
+) -> Order:
+    lines = [
+        OrderLine(
+            product_id=line.product_id,
+            name=line.name,
+            unit_price=line.unit_price,
+            quantity=line.quantity,
+            line_subtotal=line.line_subtotal,
+            discount=line.discount,
+            line_total=line.line_total,
+            net_total=line.line_total,
+        )
+        for line in quote.lines
+    ]
+    return Order(
+        user_id=user_id,
+        lines=lines,
+        subtotal=quote.subtotal,
+        total=quote.total,
+        currency=quote.currency,
+        created_at=now,
+        expires_at=now + timeout,
+        status_history=[StatusChange(status=OrderStatus.pending_payment, at=now)],
+    )
+
+
+async def create_order(user_id: PydanticObjectId, settings: AppSettings) -> Order:
+    """Turn the cart into an order: all or nothing.
+
+    In one transaction: every line's stock is reserved by a guarded update, the order and
+    its payment window are inserted, and the cart is emptied. Any refusal aborts it all.
+    """
+    timeout = timedelta(seconds=settings.payment_timeout_seconds)
+
+    async def checkout(session: AsyncClientSession) -> Order:
+        cart = await Cart.of_user(user_id, session)
+        if cart.is_empty:
+            raise CartEmpty()
+        quote = await quote_cart(cart, settings.currency, session=session)
+        if withdrawn := [str(line.product_id) for line in quote.lines if not line.available]:
+            raise ProductUnavailable(products=withdrawn)
+        short = [
+            str(line.product_id)
+            for line in quote.lines
+            if not await Product.reserve(line.product_id, line.quantity, session)
+        ]
+        if short:
+            raise InsufficientStock("Not enough stock for some products", products=short)
+        now = utcnow()
+        order = order_from_quote(user_id, quote, now, timeout)
+        await order.insert(session=session)
+        assert order.id is not None
+        window = PendingOrder(id=order.id, user_id=user_id, expires_at=order.expires_at)
+        await window.insert(session=session)
+        assert cart.id is not None
+        await Cart.empty(cart.id, session)
+        return order
+
+    return await in_transaction(checkout)
+
+
+# -- reading, with the payment deadline enforced ----------------------------------------------
+
+
+async def order_of_user(
+    order_id: PydanticObjectId, user_id: PydanticObjectId, providers: Providers
+) -> Order:
+    order = await Order.find_one({"_id": order_id, "user_id": user_id})
+    if order is None:
+        raise OrderNotFound()
+    return await expire_if_overdue(order, providers, utcnow())
+
+
+async def expire_if_overdue(order: Order, providers: Providers, now: datetime) -> Order:
+    """The order as it stands once its payment deadline is enforced (see ``settle_overdue``)."""
+    settled, _ = await settle_overdue(order, providers, now)
+    return settled
+
+
+async def settle_overdue(order: Order, providers: Providers, now: datetime) -> tuple[Order, bool]:
+    """Cancel an order whose payment window closed, releasing its stock exactly once.
+
+    MongoDB's TTL monitor is not prompt, so every read comes here. An attempt that still
+    holds the order keeps it; a stale one is first reconciled with its provider, since the
+    charge may have succeeded before its process stopped. Returns the order and whether
+    this call moved it.
+    """
+    if not order.is_overdue(now):
+        return order, False
+    attempt = order.payment_in_progress
+    if attempt is not None:
+        charge = await providers[attempt.provider].retrieve(attempt.charge_key(order.id))
+        if charge is not None and charge.status is ChargeStatus.succeeded:
+            return await _settle_success(order, attempt, charge, providers, now), True
+
+    async def cancel(session: AsyncClientSession) -> Order | None:
+        cancelled: Order = order.model_copy(deep=True)
+        cancelled.cancel(CancelReason.payment_timeout, now)
+        if not await cancelled.save_if_unchanged(session):
+            return None  # someone else moved it first
+        await Product.restock(cancelled.reserved_stock, session)
+        await PendingOrder.get_pymongo_collection().delete_one({"_id": order.id}, session=session)
+        return cancelled
+
+    if (cancelled := await in_transaction(cancel)) is not None:
+        log.info("order %s cancelled: payment timeout", order.id)
+        return cancelled, True
+    fresh = await Order.get(order.id)
+    assert fresh is not None
+    return fresh, False
+
+
+# -- payment ----------------------------------------------------------------------------------
+
+
+async def pay_order(
+    order_id: PydanticObjectId,
+    user_id: PydanticObjectId,
+    provider_name: str,
+    method: str,
+    providers: Providers,
+) -> Order:
+    """Charge the order's total once. Of concurrent attempts one holds the order; the rest 409."""
+    provider = providers[provider_name]
+    provider.check_method(method)
+    order = await order_of_user(order_id, user_id, providers)
+    now = utcnow()
+    order.check_payable(now)
+    window = await PendingOrder.get(order.id)
+    if window is None or not window.is_open(now):
+        raise OrderExpired()
+    attempt = order.start_payment(provider_name, method, now, PAYMENT_HOLD)
+    if not await order.save_if_unchanged():
+        fresh = await order_of_user(order_id, user_id, providers)
+        fresh.check_payable(utcnow())  # raises why it moved: paid, expired, ...
+        raise PaymentInProgress()
+    charge = await provider.charge(
+        key=attempt.charge_key(order.id), amount=order.total, currency=order.currency, method=method
+    )
+    if charge.status is ChargeStatus.failed:
+        order.payment_failed(attempt)
+        await order.save_if_unchanged()  # if the sweeper moved it meanwhile, its move stands
+        charge.raise_if_failed()
+    return await _settle_success(order, attempt, charge, providers, utcnow())
+
+
+async def _settle_success(
+    order: Order, attempt: PaymentAttempt, charge: Charge, providers: Providers, now: datetime
+) -> Order:
+    provider = providers[attempt.provider]
+    payment = Payment(
+        provider=provider.name,
+        payment_id=charge.payment_id,
+        amount=charge.amount,
+        method=attempt.method,
+        paid_at=now,
+    )
+    order.pay(payment, attempt)
+    if not await order.save_if_unchanged():
+        # The order moved while the charge ran (cancelled after the hold ran out, say):
+        # the money goes back and the customer is told why.
+        await provider.refund(
+            key=f"{charge.key}-void", payment_id=charge.payment_id, amount=charge.amount
+        )
+        raise OrderExpired("The payment came too late and was refunded")
+    await PendingOrder.get_pymongo_collection().delete_one({"_id": order.id})
+    return order
+
+
+# -- history ----------------------------------------------------------------------------------
+
+
+def encode_cursor(order: Order) -> str:
+    millis = int(order.created_at.timestamp() * 1000)
+    return base64.urlsafe_b64encode(f"{millis}:{order.id}".encode()).decode()
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, PydanticObjectId]:
+    try:
+        millis, order_id = base64.urlsafe_b64decode(cursor.encode()).decode().split(":")
+        return datetime.fromtimestamp(int(millis) / 1000, tz=utcnow().tzinfo), PydanticObjectId(
+            order_id
+        )
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidCursor() from None
+
+
+async def order_history(
+    user_id: PydanticObjectId,
+    providers: Providers,
+    *,
+    limit: int,
+    cursor: str | None,
+    status: OrderStatus | None,
+) -> tuple[list[Order], str | None]:
+    """The user's orders, newest first, a page at a time (served by the user/created index)."""
+    query: dict[str, object] = {"user_id": user_id}
+    if status is not None:
+        query["status"] = status.value
+    if cursor is not None:
+        created_at, order_id = decode_cursor(cursor)
+        query["$or"] = [
+            {"created_at": {"$lt": created_at}},
+            {"created_at": created_at, "_id": {"$lt": order_id}},
+        ]
+    found = await Order.find(query).sort("-created_at", "-_id").limit(limit + 1).to_list()
+    page, more = found[:limit], len(found) > limit
+    now = utcnow()
+    page = [await expire_if_overdue(order, providers, now) for order in page]
+    return page, encode_cursor(page[-1]) if more else None
+
+
+# -- the sweeper ------------------------------------------------------------------------------
+
+
+async def sweep_overdue(providers: Providers, batch: int = 100) -> int:
+    """Settle overdue orders nobody reads; returns how many this call moved.
+
+    Safe to run in several processes at once: each order moves once.
+    """
+    now = utcnow()
+    due = (
+        await Order.find({"status": OrderStatus.pending_payment.value, "expires_at": {"$lte": now}})
+        .sort("expires_at")
+        .limit(batch)
+        .to_list()
+    )
+    settled = 0
+    for order in due:
+        _, moved = await settle_overdue(order, providers, now)
+        settled += moved
+    return settled
+
+
+async def run_sweeper(providers: Providers, every: float) -> None:
+    while True:
+        await asyncio.sleep(every)
+        try:
+            if count := await sweep_overdue(providers):
+                log.info("sweeper cancelled %d overdue orders", count)
+        except Exception:
+            log.exception("order sweep failed; trying again in %s s", every)

@@ -1,0 +1,182 @@
+import asyncio
+from collections.abc import Iterator
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+from fastapi import FastAPI
+from httpx import AsyncClient
+
+from shop.clock import utcnow
+from shop.config import AppSettings
+from shop.orders.models import Order, OrderStatus, PendingOrder
+from shop.orders.service import sweep_overdue
+from shop.payments.provider import Charge, MockProvider
+from tests.factories import (
+    assert_problem,
+    charges_for,
+    make_product,
+    make_user,
+    pay,
+    place_order,
+    stock_of,
+)
+
+
+@pytest.fixture
+def short_timeout(settings: AppSettings) -> AppSettings:
+    settings.payment_timeout_seconds = 2
+    return settings
+
+
+class SlowProvider(MockProvider):
+    """Takes its time to charge, as a real provider sometimes does."""
+
+    def __init__(self, delay: float) -> None:
+        super().__init__()
+        self.delay = delay
+
+    async def charge(self, *, key: str, amount: Decimal, currency: str, method: str) -> Charge:
+        await asyncio.sleep(self.delay)
+        return await super().charge(key=key, amount=amount, currency=currency, method=method)
+
+
+@pytest.fixture
+def slow_provider(app: FastAPI) -> Iterator[SlowProvider]:
+    providers = app.state.payment_providers
+    slow = SlowProvider(delay=2.5)
+    app.state.payment_providers = {**providers, "mock": slow}
+    yield slow
+    app.state.payment_providers = providers
+
+
+async def test_an_unpaid_order_is_cancelled_on_read_after_its_deadline(
+    client: AsyncClient, app: FastAPI, short_timeout: AppSettings
+) -> None:
+    account = await make_user(app)
+    product = await make_product(stock=5)
+    order = await place_order(client, account, (product, 2))
+    assert await stock_of(product) == 3
+    await asyncio.sleep(2.1)
+
+    # The TTL monitor has not run yet, but the window is shut all the same.
+    assert await PendingOrder.get(order["id"]) is not None
+    reads = await asyncio.gather(
+        *(client.get(f"/order/{order['id']}/", headers=account.headers) for _ in range(5))
+    )
+    for read in reads:
+        assert read.json()["status"] == "cancelled"
+        last = read.json()["status_history"][-1]
+        assert (last["status"], last["reason"]) == ("cancelled", "payment_timeout")
+    assert await stock_of(product) == 5  # released once, not five times
+    assert await PendingOrder.get(order["id"]) is None
+    stored = await Order.get(order["id"])
+    assert stored is not None
+    assert stored.status is OrderStatus.cancelled
+
+
+async def test_an_overdue_order_cannot_be_paid_while_its_window_document_remains(
+    client: AsyncClient, app: FastAPI, short_timeout: AppSettings
+) -> None:
+    account = await make_user(app)
+    product = await make_product(stock=5)
+    order = await place_order(client, account, (product, 1))
+    await asyncio.sleep(2.1)
+    assert await PendingOrder.get(order["id"]) is not None
+    assert_problem(await pay(client, account, order["id"]), 409, "order_expired")
+    assert await charges_for(order["id"]) == []
+    assert await stock_of(product) == 5
+    assert_problem(await pay(client, account, order["id"]), 409, "order_expired")
+
+
+async def test_the_sweeper_cancels_orders_nobody_reads(
+    client: AsyncClient, app: FastAPI, short_timeout: AppSettings
+) -> None:
+    account = await make_user(app)
+    product = await make_product(stock=10)
+    overdue = [await place_order(client, account, (product, 2)) for _ in range(3)]
+    short_timeout.payment_timeout_seconds = 3600
+    fresh = await place_order(client, account, (product, 1))
+    assert await stock_of(product) == 3
+    await asyncio.sleep(2.1)
+
+    # Several service processes may sweep at once; stock still comes back once per order.
+    providers = app.state.payment_providers
+    counts = await asyncio.gather(*(sweep_overdue(providers) for _ in range(4)))
+    assert sum(counts) == 3
+    assert await stock_of(product) == 9
+    statuses = {str(o.id): o.status for o in await Order.find_all().to_list()}
+    assert statuses == {
+        **{o["id"]: OrderStatus.cancelled for o in overdue},
+        fresh["id"]: OrderStatus.pending_payment,
+    }
+
+
+async def test_a_payment_racing_the_deadline_ends_paid_and_never_cancelled(
+    client: AsyncClient, app: FastAPI, short_timeout: AppSettings, slow_provider: SlowProvider
+) -> None:
+    account = await make_user(app)
+    product = await make_product(stock=5)
+    order = await place_order(client, account, (product, 1))
+    await asyncio.sleep(1)
+
+    async def read_after_deadline() -> str:
+        await asyncio.sleep(1.5)  # the deadline passes while the charge is running
+        read = await client.get(f"/order/{order['id']}/", headers=account.headers)
+        status: str = read.json()["status"]
+        return status
+
+    paid, status_meanwhile = await asyncio.gather(
+        pay(client, account, order["id"]), read_after_deadline()
+    )
+    assert status_meanwhile == "pending_payment"
+    assert paid.status_code == 200, paid.text
+    assert paid.json()["status"] == "paid"
+    assert await sweep_overdue(app.state.payment_providers) == 0
+    assert await stock_of(product) == 4
+    stored = await Order.get(order["id"])
+    assert stored is not None
+    assert [h.status for h in stored.status_history] == [
+        OrderStatus.pending_payment,
+        OrderStatus.paid,
+    ]
+
+
+async def test_a_crashed_payment_that_charged_is_completed_not_cancelled(
+    client: AsyncClient, app: FastAPI, short_timeout: AppSettings
+) -> None:
+    """The process died after the provider charged: the next reader finds the charge."""
+    account = await make_user(app)
+    product = await make_product(stock=5)
+    placed = await place_order(client, account, (product, 1))
+    order = await Order.get(placed["id"])
+    assert order is not None
+    attempt = order.start_payment("mock", "pm_card_visa", utcnow(), timedelta(seconds=1))
+    assert await order.save_if_unchanged()
+    provider = app.state.payment_providers["mock"]
+    await provider.charge(
+        key=attempt.charge_key(order.id), amount=order.total, currency="EUR", method="pm_card_visa"
+    )
+    await asyncio.sleep(2.1)  # past the deadline and past the attempt's hold
+
+    read = await client.get(f"/order/{placed['id']}/", headers=account.headers)
+    assert read.json()["status"] == "paid"
+    assert await stock_of(product) == 4
+    assert len(await charges_for(placed["id"])) == 1
+
+
+async def test_a_crashed_payment_that_did_not_charge_is_cancelled(
+    client: AsyncClient, app: FastAPI, short_timeout: AppSettings
+) -> None:
+    account = await make_user(app)
+    product = await make_product(stock=5)
+    placed = await place_order(client, account, (product, 1))
+    order = await Order.get(placed["id"])
+    assert order is not None
+    order.start_payment("mock", "pm_card_visa", utcnow(), timedelta(seconds=1))
+    assert await order.save_if_unchanged()
+    await asyncio.sleep(2.1)
+
+    assert await sweep_overdue(app.state.payment_providers) == 1
+    assert await stock_of(product) == 5
+    assert await charges_for(placed["id"]) == []

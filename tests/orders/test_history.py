@@ -1,0 +1,55 @@
+from fastapi import FastAPI
+from httpx import AsyncClient
+
+from tests.factories import assert_problem, make_product, make_user, pay, place_order
+
+
+async def test_history_lists_only_my_orders_newest_first(client: AsyncClient, app: FastAPI) -> None:
+    ann = await make_user(app)
+    bob = await make_user(app)
+    product = await make_product(stock=50)
+    placed = [await place_order(client, ann, (product, n)) for n in (1, 2, 3)]
+    await place_order(client, bob, (product, 1))
+    await pay(client, ann, placed[1]["id"])
+
+    history = (await client.get("/order/history/", headers=ann.headers)).json()
+    assert [(o["id"], o["status"], o["item_count"]) for o in history["items"]] == [
+        (placed[2]["id"], "pending_payment", 3),
+        (placed[1]["id"], "paid", 2),
+        (placed[0]["id"], "pending_payment", 1),
+    ]
+    assert history["next_cursor"] is None
+    assert {"total", "subtotal", "currency", "created_at"} <= history["items"][0].keys()
+
+
+async def test_history_pages_and_filters(client: AsyncClient, app: FastAPI) -> None:
+    account = await make_user(app)
+    product = await make_product(stock=50)
+    placed = [await place_order(client, account, (product, 1)) for _ in range(5)]
+    for order in placed[:2]:
+        await pay(client, account, order["id"])
+
+    seen: list[str] = []
+    cursor = None
+    while True:
+        params: dict[str, str | int] = {"limit": 2} | ({"cursor": cursor} if cursor else {})
+        page = (await client.get("/order/history/", params=params, headers=account.headers)).json()
+        seen += [o["id"] for o in page["items"]]
+        if (cursor := page["next_cursor"]) is None:
+            break
+    assert seen == [o["id"] for o in reversed(placed)]
+
+    paid = await client.get("/order/history/", params={"status": "paid"}, headers=account.headers)
+    assert [o["id"] for o in paid.json()["items"]] == [placed[1]["id"], placed[0]["id"]]
+
+
+async def test_history_rejects_bad_parameters(client: AsyncClient, app: FastAPI) -> None:
+    account = await make_user(app)
+    for params in [{"limit": 0}, {"limit": 101}, {"status": "lost"}]:
+        response = await client.get("/order/history/", params=params, headers=account.headers)
+        assert_problem(response, 422, "validation_error")
+    bad_cursor = await client.get(
+        "/order/history/", params={"cursor": "@@@"}, headers=account.headers
+    )
+    assert_problem(bad_cursor, 422, "invalid_cursor")
+    assert_problem(await client.get("/order/history/"), 401, "not_authenticated")

@@ -1,0 +1,180 @@
+import asyncio
+import uuid
+from decimal import Decimal
+
+from fastapi import FastAPI
+from httpx import AsyncClient
+
+from shop.orders.models import Order, OrderStatus, PendingOrder
+from shop.payments.provider import ChargeStatus, ProviderCharge
+from tests.factories import (
+    assert_problem,
+    charges_for,
+    make_product,
+    make_user,
+    pay,
+    place_order,
+)
+
+
+async def test_paying_marks_the_order_paid_with_one_charge(
+    client: AsyncClient, app: FastAPI
+) -> None:
+    account = await make_user(app)
+    order = await place_order(client, account, (await make_product(price="19.99"), 2))
+    response = await pay(client, account, order["id"])
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["status"] == "paid"
+    assert body["paid_at"] is not None
+    assert [h["status"] for h in body["status_history"]] == ["pending_payment", "paid"]
+
+    charges = await charges_for(order["id"])
+    assert len(charges) == 1
+    assert charges[0].status is ChargeStatus.succeeded
+    assert charges[0].amount == Decimal("39.98")
+    assert body["payment"] == {
+        "provider": "mock",
+        "payment_id": charges[0].payment_id,
+        "amount": "39.98",
+        "method": "pm_card_visa",
+        "paid_at": body["paid_at"],
+    }
+    stored = await Order.get(order["id"])
+    assert stored is not None
+    assert stored.status is OrderStatus.paid
+    assert await PendingOrder.get(order["id"]) is None
+
+
+async def test_fifty_concurrent_pays_charge_once(client: AsyncClient, app: FastAPI) -> None:
+    account = await make_user(app)
+    order = await place_order(client, account, (await make_product(price="5.00"), 1))
+    responses = await asyncio.gather(*(pay(client, account, order["id"]) for _ in range(50)))
+    codes = [r.status_code for r in responses]
+    assert codes.count(200) == 1
+    assert codes.count(409) == 49
+    assert {r.json()["code"] for r in responses if r.status_code == 409} <= {
+        "payment_in_progress",
+        "order_already_paid",
+    }
+    assert len(await charges_for(order["id"])) == 1
+    stored = await Order.get(order["id"])
+    assert stored is not None
+    assert stored.status is OrderStatus.paid
+
+
+async def test_a_replayed_key_returns_the_first_response_and_charges_nothing(
+    client: AsyncClient, app: FastAPI
+) -> None:
+    account = await make_user(app)
+    order = await place_order(client, account, (await make_product(), 1))
+    key = str(uuid.uuid4())
+    first = await pay(client, account, order["id"], key=key)
+    again = await pay(client, account, order["id"], key=key)
+    assert first.status_code == again.status_code == 200
+    assert again.json() == first.json()
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert len(await charges_for(order["id"])) == 1
+
+    other_body = await pay(client, account, order["id"], method="pm_card_mastercard", key=key)
+    assert_problem(other_body, 422, "idempotency_key_reused")
+    assert len(await charges_for(order["id"])) == 1
+
+
+async def test_concurrent_requests_with_one_key_run_once(client: AsyncClient, app: FastAPI) -> None:
+    account = await make_user(app)
+    order = await place_order(client, account, (await make_product(), 1))
+    key = str(uuid.uuid4())
+    responses = await asyncio.gather(
+        *(pay(client, account, order["id"], key=key) for _ in range(10))
+    )
+    ok = [r for r in responses if r.status_code == 200]
+    assert ok
+    assert all(r.json() == ok[0].json() for r in ok)
+    assert all(
+        r.json()["code"] == "idempotency_key_in_use" for r in responses if r.status_code != 200
+    )
+    assert len(await charges_for(order["id"])) == 1
+
+
+async def test_keys_belong_to_their_user(client: AsyncClient, app: FastAPI) -> None:
+    ann = await make_user(app)
+    bob = await make_user(app)
+    product = await make_product()
+    ann_order = await place_order(client, ann, (product, 1))
+    bob_order = await place_order(client, bob, (product, 1))
+    key = str(uuid.uuid4())
+    assert (await pay(client, ann, ann_order["id"], key=key)).status_code == 200
+    assert (await pay(client, bob, bob_order["id"], key=key)).status_code == 200
+    assert len(await charges_for(bob_order["id"])) == 1
+
+
+async def test_the_idempotency_key_is_required(client: AsyncClient, app: FastAPI) -> None:
+    account = await make_user(app)
+    order = await place_order(client, account, (await make_product(), 1))
+    response = await client.post(
+        "/order/pay/",
+        json={"order_id": order["id"], "provider": "mock", "payment_method": "pm_card_visa"},
+        headers=account.headers,
+    )
+    assert_problem(response, 400, "idempotency_key_missing")
+    assert await charges_for(order["id"]) == []
+
+
+async def test_a_declined_order_can_be_paid_with_another_method(
+    client: AsyncClient, app: FastAPI
+) -> None:
+    account = await make_user(app)
+    order = await place_order(client, account, (await make_product(), 1))
+    declined = await pay(client, account, order["id"], method="pm_card_chargeDeclined")
+    assert_problem(declined, 402, "payment_declined")
+    broke = await pay(
+        client, account, order["id"], method="pm_card_chargeDeclinedInsufficientFunds"
+    )
+    assert_problem(broke, 402, "insufficient_funds")
+    stored = await Order.get(order["id"])
+    assert stored is not None
+    assert stored.status is OrderStatus.pending_payment
+    assert stored.payment_in_progress is None
+
+    paid = await pay(client, account, order["id"], method="pm_card_mastercard")
+    assert paid.json()["status"] == "paid"
+    statuses = sorted(c.status for c in await charges_for(order["id"]))
+    assert statuses == [ChargeStatus.failed, ChargeStatus.failed, ChargeStatus.succeeded]
+
+
+async def test_paying_a_paid_order_is_a_conflict(client: AsyncClient, app: FastAPI) -> None:
+    account = await make_user(app)
+    order = await place_order(client, account, (await make_product(), 1))
+    await pay(client, account, order["id"])
+    assert_problem(await pay(client, account, order["id"]), 409, "order_already_paid")
+    assert len(await charges_for(order["id"])) == 1
+
+
+async def test_unknown_or_foreign_orders_cannot_be_paid(client: AsyncClient, app: FastAPI) -> None:
+    ann = await make_user(app)
+    bob = await make_user(app)
+    order = await place_order(client, ann, (await make_product(), 1))
+    assert_problem(await pay(client, bob, order["id"]), 404, "order_not_found")
+    assert_problem(await pay(client, ann, "64b7f0c2a1b2c3d4e5f60718"), 404, "order_not_found")
+    assert await charges_for(order["id"]) == []
+
+
+async def test_payment_input_is_validated(client: AsyncClient, app: FastAPI) -> None:
+    account = await make_user(app)
+    order = await place_order(client, account, (await make_product(), 1))
+    assert_problem(
+        await pay(client, account, order["id"], method="pm_card_bogus"),
+        422,
+        "unknown_payment_method",
+    )
+    for body in [
+        {"order_id": order["id"], "provider": "paypal", "payment_method": "pm_card_visa"},
+        {"order_id": "xyz", "provider": "mock", "payment_method": "pm_card_visa"},
+        {"order_id": order["id"], "provider": "mock"},
+    ]:
+        response = await client.post(
+            "/order/pay/", json=body, headers={**account.headers, "Idempotency-Key": "k"}
+        )
+        assert_problem(response, 422, "validation_error")
+    assert await ProviderCharge.count() == 0
