@@ -67,6 +67,8 @@ class Cart(Document):
                 f"Only {product.stock} of {product.name} in stock", products=[str(product.id)]
             )
         carts, now = cls.get_pymongo_collection(), utcnow()
+        # The line is addressed with arrayFilters rather than the positional `$` after
+        # `$elemMatch`: both work on mongod, only arrayFilters on the embedded server.
         for _ in range(10):
             raw = await carts.find_one_and_update(
                 {
