@@ -15,6 +15,7 @@ from pwdlib import PasswordHash
 from shop.accounts.models import Role, User
 from shop.accounts.security import Principal, create_access_token
 from shop.catalog.models import Product
+from shop.discounts.models import Discount
 from shop.payments.provider import ProviderCharge
 
 PASSWORD = "correct horse battery"
@@ -124,3 +125,25 @@ async def pay(
 
 async def charges_for(order_id: str) -> list[ProviderCharge]:
     return await ProviderCharge.find({"key": {"$regex": f"^order-{order_id}-"}}).to_list()
+
+
+async def make_discount(**fields: Any) -> Discount:
+    """A discount straight into the database; ``value`` and money fields as strings."""
+    for name in ("value", "min_subtotal"):
+        if isinstance(fields.get(name), str):
+            fields[name] = Decimal(fields[name])
+    fields.setdefault("name", f"Discount {next(_serial)}")
+    discount = Discount(**fields)
+    await discount.insert()
+    return discount
+
+
+async def apply_code(client: AsyncClient, account: Account, code: str) -> Response:
+    return await client.post("/cart/discount/", json={"code": code}, headers=account.headers)
+
+
+async def view_cart(client: AsyncClient, account: Account) -> dict[str, Any]:
+    response = await client.get("/cart/", headers=account.headers)
+    assert response.status_code == 200
+    body: dict[str, Any] = response.json()
+    return body

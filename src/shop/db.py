@@ -19,6 +19,7 @@ from pymongo.errors import PyMongoError
 from shop.accounts.models import User
 from shop.cart.models import Cart
 from shop.catalog.models import Product
+from shop.discounts.models import Discount, DiscountUsage
 from shop.idempotency import IdempotencyRecord
 from shop.orders.models import Order, PendingOrder
 from shop.payments.provider import ProviderCharge, ProviderRefund
@@ -35,6 +36,8 @@ DOCUMENT_MODELS: list[Any] = [
     IdempotencyRecord,
     ProviderCharge,
     ProviderRefund,
+    Discount,
+    DiscountUsage,
 ]
 
 

@@ -15,6 +15,7 @@ from shop.catalog.router import router as catalog_router
 from shop.config import AppSettings, get_settings
 from shop.db import connect, init_database
 from shop.demo import create_demo_catalog
+from shop.discounts.router import router as discounts_router
 from shop.errors import install_error_handlers
 from shop.orders.router import router as orders_router
 from shop.orders.service import run_sweeper
@@ -58,6 +59,12 @@ def create_app(settings: AppSettings | None = None) -> FastAPI:
     app.state.signing_key = settings.signing_key()
     app.state.payment_providers = {"mock": MockProvider()}
     install_error_handlers(app)
-    for router in (accounts_router, catalog_router, cart_router, orders_router):
+    for router in (
+        accounts_router,
+        catalog_router,
+        cart_router,
+        orders_router,
+        discounts_router,
+    ):
         app.include_router(router)
     return app

@@ -21,6 +21,7 @@ async def test_empty_cart_is_200_with_no_items(client: AsyncClient, app: FastAPI
         "items": [],
         "total_quantity": 0,
         "subtotal": "0.00",
+        "cart_discount": None,
         "total": "0.00",
         "currency": "EUR",
     }

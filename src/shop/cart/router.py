@@ -4,11 +4,24 @@ from beanie import PydanticObjectId
 from fastapi import APIRouter, Query
 
 from shop.cart.models import Cart, CartItemNotFound, InsufficientStock
-from shop.cart.schemas import AddToCart, CartLineOut, CartOut
+from shop.cart.schemas import AddToCart, ApplyCode, CartDiscountOut, CartLineOut, CartOut
 from shop.cart.service import quote_cart
 from shop.catalog.models import Product
 from shop.catalog.router import ProductNotFound
 from shop.deps import CurrentUser, Settings
+from shop.discounts.models import (
+    REFUSALS,
+    Discount,
+    DiscountExpired,
+    DiscountInactive,
+    DiscountMinSubtotalNotMet,
+    DiscountNotFound,
+    DiscountNotStarted,
+    DiscountPerUserLimitReached,
+    DiscountScope,
+    DiscountUsedUp,
+    normalize_code,
+)
 from shop.errors import responses
 from shop.pricing import Quote
 
@@ -20,6 +33,9 @@ def cart_out(quote: Quote) -> CartOut:
         items=[CartLineOut.model_validate(line, from_attributes=True) for line in quote.lines],
         total_quantity=quote.total_quantity,
         subtotal=quote.subtotal,
+        cart_discount=CartDiscountOut.model_validate(quote.cart_discount, from_attributes=True)
+        if quote.cart_discount
+        else None,
         total=quote.total,
         currency=quote.currency,
     )
@@ -52,4 +68,38 @@ async def remove_from_cart(
     ] = None,
 ) -> CartOut:
     cart = await Cart.remove_item(user.id, product_id, quantity)
+    return cart_out(await quote_cart(cart, settings.currency))
+
+
+@router.post(
+    "/discount/",
+    responses=responses(
+        DiscountNotFound,
+        DiscountInactive,
+        DiscountNotStarted,
+        DiscountExpired,
+        DiscountUsedUp,
+        DiscountPerUserLimitReached,
+        DiscountMinSubtotalNotMet,
+    ),
+)
+async def apply_discount_code(body: ApplyCode, user: CurrentUser, settings: Settings) -> CartOut:
+    """Apply a promo code. A cart holds one code: a new one replaces the old."""
+    code = normalize_code(body.code)
+    discount = await Discount.find_one(Discount.code == code)
+    if discount is None or discount.scope is not DiscountScope.cart:
+        raise DiscountNotFound(f"No promo code {code}")
+    cart = await Cart.of_user(user.id)
+    quote = await quote_cart(cart, settings.currency, code=code)
+    if quote.cart_discount is None or not quote.cart_discount.applied:
+        reason = quote.cart_discount.reason if quote.cart_discount else None
+        raise REFUSALS.get(reason or "", DiscountInactive)()
+    cart = await Cart.set_discount_code(user.id, code)
+    return cart_out(await quote_cart(cart, settings.currency))
+
+
+@router.delete("/discount/")
+async def remove_discount_code(user: CurrentUser, settings: Settings) -> CartOut:
+    """Take the promo code off the cart (a cart without one is left as it is)."""
+    cart = await Cart.set_discount_code(user.id, None)
     return cart_out(await quote_cart(cart, settings.currency))

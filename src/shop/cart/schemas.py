@@ -26,9 +26,25 @@ class CartLineOut(BaseModel):
     available: bool = Field(description="False when the product was withdrawn; not in the totals")
 
 
+class CartDiscountOut(BaseModel):
+    code: str | None = Field(description="The promo code; null for an automatic discount")
+    amount: Money
+    applied: bool
+    reason: str | None = Field(
+        description="Why the code does not apply now (a problem `code`, such as discount_expired)"
+    )
+
+
 class CartOut(BaseModel):
     items: list[CartLineOut]
     total_quantity: int
-    subtotal: Money
+    subtotal: Money = Field(description="Sum of the available lines' totals")
+    cart_discount: CartDiscountOut | None
     total: Money
     currency: str
+
+
+class ApplyCode(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    code: Annotated[str, Field(min_length=1, max_length=64)]

@@ -123,6 +123,9 @@ class Order(VersionedDocument):
     payment_attempts: int = 0
     payment_in_progress: PaymentAttempt | None = None
     refunded_total: DecimalAnnotation = ZERO
+    redeemed_discounts: list[PydanticObjectId] = Field(
+        default_factory=list, description="Counted against their limits; given back on cancel"
+    )
 
     class Settings:
         name = "orders"

@@ -15,8 +15,11 @@ from shop.catalog.models import Product
 from shop.clock import utcnow
 from shop.config import AppSettings
 from shop.db import in_transaction
+from shop.discounts.models import REFUSALS, Discount, DiscountNotFound
 from shop.errors import Conflict, Unprocessable
+from shop.money import ZERO
 from shop.orders.models import (
+    AppliedCartDiscount,
     CancelReason,
     Order,
     OrderExpired,
@@ -30,7 +33,7 @@ from shop.orders.models import (
     StatusChange,
 )
 from shop.payments.provider import Charge, ChargeStatus, PaymentProvider
-from shop.pricing import Quote
+from shop.pricing import Quote, allocate
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +62,13 @@ class InvalidCursor(Unprocessable):
 def order_from_quote(
     user_id: PydanticObjectId, quote: Quote, now: datetime, timeout: timedelta
 ) -> Order:
+    """Snapshot the priced cart. The cart discount is split across the lines here, once."""
+    cart_discount = (
+        quote.cart_discount if quote.cart_discount and quote.cart_discount.applied else None
+    )
+    shares = allocate(
+        cart_discount.amount if cart_discount else ZERO, [line.line_total for line in quote.lines]
+    )
     lines = [
         OrderLine(
             product_id=line.product_id,
@@ -67,28 +77,42 @@ def order_from_quote(
             quantity=line.quantity,
             line_subtotal=line.line_subtotal,
             discount=line.discount,
+            discount_id=line.discount_id,
             line_total=line.line_total,
-            net_total=line.line_total,
+            cart_discount_share=share,
+            net_total=line.line_total - share,
         )
-        for line in quote.lines
+        for line, share in zip(quote.lines, shares, strict=True)
     ]
     return Order(
         user_id=user_id,
         lines=lines,
         subtotal=quote.subtotal,
+        cart_discount=AppliedCartDiscount(
+            discount_id=cart_discount.discount_id,
+            code=cart_discount.code,
+            amount=cart_discount.amount,
+        )
+        if cart_discount and cart_discount.discount_id
+        else None,
         total=quote.total,
         currency=quote.currency,
         created_at=now,
         expires_at=now + timeout,
         status_history=[StatusChange(status=OrderStatus.pending_payment, at=now)],
+        redeemed_discounts=[d.id for d in quote.discounts_used if d.id is not None],
     )
 
 
 async def create_order(user_id: PydanticObjectId, settings: AppSettings) -> Order:
     """Turn the cart into an order: all or nothing.
 
-    In one transaction: every line's stock is reserved by a guarded update, the order and
-    its payment window are inserted, and the cart is emptied. Any refusal aborts it all.
+    In one transaction: every line's stock is reserved by a guarded update, every discount
+    used is counted against its limits, the order and its payment window are inserted, and
+    the cart is emptied. Any refusal aborts it all. A code that no longer applies (used up by
+    a concurrent checkout, say) refuses the checkout with its reason (409
+    ``discount_used_up``, ...) and leaves the cart as it was, code included: the customer
+    sees why in the cart and removes the code to order at the full price.
     """
     timeout = timedelta(seconds=settings.payment_timeout_seconds)
 
@@ -99,6 +123,12 @@ async def create_order(user_id: PydanticObjectId, settings: AppSettings) -> Orde
         quote = await quote_cart(cart, settings.currency, session=session)
         if withdrawn := [str(line.product_id) for line in quote.lines if not line.available]:
             raise ProductUnavailable(products=withdrawn)
+        if quote.cart_discount is not None and not quote.cart_discount.applied:
+            # Never charge more than the cart promised: the customer removes the code first.
+            raise REFUSALS.get(quote.cart_discount.reason or "", DiscountNotFound)(
+                f"Code {quote.cart_discount.code} no longer applies; remove it to order without it",
+                discount_code=quote.cart_discount.code,
+            )
         short = [
             str(line.product_id)
             for line in quote.lines
@@ -106,6 +136,7 @@ async def create_order(user_id: PydanticObjectId, settings: AppSettings) -> Orde
         ]
         if short:
             raise InsufficientStock("Not enough stock for some products", products=short)
+        await Discount.redeem(quote.discounts_used, user_id, session)
         now = utcnow()
         order = order_from_quote(user_id, quote, now, timeout)
         await order.insert(session=session)
@@ -159,6 +190,7 @@ async def settle_overdue(order: Order, providers: Providers, now: datetime) -> t
         if not await cancelled.save_if_unchanged(session):
             return None  # someone else moved it first
         await Product.restock(cancelled.reserved_stock, session)
+        await Discount.give_back(cancelled.redeemed_discounts, cancelled.user_id, session)
         await PendingOrder.get_pymongo_collection().delete_one({"_id": order.id}, session=session)
         return cancelled
 
