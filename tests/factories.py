@@ -16,7 +16,7 @@ from shop.accounts.models import Role, User
 from shop.accounts.security import Principal, create_access_token
 from shop.catalog.models import Product
 from shop.discounts.models import Discount
-from shop.payments.provider import ProviderCharge
+from shop.payments.provider import ProviderCharge, ProviderRefund
 
 PASSWORD = "correct horse battery"
 _serial = count(1)
@@ -147,3 +147,34 @@ async def view_cart(client: AsyncClient, account: Account) -> dict[str, Any]:
     assert response.status_code == 200
     body: dict[str, Any] = response.json()
     return body
+
+
+async def make_paid_order(
+    client: AsyncClient, account: Account, *items: tuple[Product, int]
+) -> dict[str, Any]:
+    order = await place_order(client, account, *items)
+    paid = await pay(client, account, order["id"])
+    assert paid.status_code == 200, paid.text
+    body: dict[str, Any] = paid.json()
+    return body
+
+
+async def request_return(
+    client: AsyncClient,
+    account: Account,
+    order_id: str,
+    *items: tuple[Product, int],
+    key: str | None = None,
+    reason: str = "no_longer_needed",
+) -> Response:
+    return await client.post(
+        f"/order/{order_id}/return/",
+        json={
+            "items": [{"product_id": str(p.id), "quantity": q, "reason": reason} for p, q in items]
+        },
+        headers={**account.headers, "Idempotency-Key": key or uuid.uuid4().hex},
+    )
+
+
+async def refunds_for(order: dict[str, Any]) -> list[ProviderRefund]:
+    return await ProviderRefund.find({"payment_id": order["payment"]["payment_id"]}).to_list()

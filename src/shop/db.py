@@ -23,6 +23,7 @@ from shop.discounts.models import Discount, DiscountUsage
 from shop.idempotency import IdempotencyRecord
 from shop.orders.models import Order, PendingOrder
 from shop.payments.provider import ProviderCharge, ProviderRefund
+from shop.returns.models import ReturnRequest
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -38,6 +39,7 @@ DOCUMENT_MODELS: list[Any] = [
     ProviderRefund,
     Discount,
     DiscountUsage,
+    ReturnRequest,
 ]
 
 

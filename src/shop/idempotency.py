@@ -75,7 +75,7 @@ class IdempotencyRecord(Document):
         ]
 
 
-def _fingerprint(operation: str, request: BaseModel) -> str:
+def _fingerprint(operation: str, request: Any) -> str:
     canonical = json.dumps(
         {"operation": operation, "request": jsonable_encoder(request)}, sort_keys=True
     )
@@ -87,7 +87,7 @@ async def run_once(
     user_id: PydanticObjectId,
     operation: str,
     key: str | None,
-    request: BaseModel,
+    request: Any,
     keep: timedelta,
     action: Callable[[], Awaitable[BaseModel]],
     status_code: int = 200,

@@ -10,6 +10,7 @@ from fastapi import FastAPI
 
 from shop.accounts.router import ensure_admin
 from shop.accounts.router import router as accounts_router
+from shop.background import run_sweeper
 from shop.cart.router import router as cart_router
 from shop.catalog.router import router as catalog_router
 from shop.config import AppSettings, get_settings
@@ -18,8 +19,9 @@ from shop.demo import create_demo_catalog
 from shop.discounts.router import router as discounts_router
 from shop.errors import install_error_handlers
 from shop.orders.router import router as orders_router
-from shop.orders.service import run_sweeper
 from shop.payments.provider import MockProvider
+from shop.returns.router import admin_router as returns_admin_router
+from shop.returns.router import router as returns_router
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +67,8 @@ def create_app(settings: AppSettings | None = None) -> FastAPI:
         cart_router,
         orders_router,
         discounts_router,
+        returns_router,
+        returns_admin_router,
     ):
         app.include_router(router)
     return app

@@ -1,4 +1,5 @@
 from datetime import datetime, timedelta
+from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, ClassVar
 
@@ -8,8 +9,8 @@ from pymongo import ASCENDING, DESCENDING, IndexModel
 
 from shop.clock import as_utc, utcnow
 from shop.documents import VersionedDocument
-from shop.errors import Conflict, NotFound
-from shop.money import ZERO
+from shop.errors import Conflict, NotFound, Unprocessable
+from shop.money import ZERO, round_money
 
 
 class OrderStatus(StrEnum):
@@ -57,6 +58,22 @@ class PaymentInProgress(Conflict):
     code, title = "payment_in_progress", "A payment for this order is in progress"
 
 
+class ReturnNotAllowed(Conflict):
+    code, title = "return_not_allowed", "Only paid orders can be returned"
+
+
+class ReturnWindowClosed(Conflict):
+    code, title = "return_window_closed", "The return period for this order is over"
+
+
+class ReturnQuantityExceeded(Conflict):
+    code, title = "return_quantity_exceeded", "More units than can still be returned"
+
+
+class ProductNotInOrder(Unprocessable):
+    code, title = "product_not_in_order", "The order has no such product"
+
+
 class StatusChange(BaseModel):
     status: OrderStatus
     at: datetime
@@ -76,8 +93,25 @@ class OrderLine(BaseModel):
     line_total: DecimalAnnotation
     cart_discount_share: DecimalAnnotation = ZERO
     net_total: DecimalAnnotation = Field(description="What the customer paid for this line")
+    # Units (and their refund amounts) in open or refunded returns, and of those, refunded.
+    claimed_quantity: int = 0
+    claimed_amount: DecimalAnnotation = ZERO
     returned_quantity: int = 0
     refunded_amount: DecimalAnnotation = ZERO
+
+    @property
+    def returnable_quantity(self) -> int:
+        return self.quantity - self.claimed_quantity
+
+    def refund_for(self, quantity: int) -> Decimal:
+        """What ``quantity`` more units are worth: their share of what was paid for the line.
+
+        The return that completes the line takes what is left, so the line's refunds add up
+        to its net total exactly.
+        """
+        if self.claimed_quantity + quantity == self.quantity:
+            return Decimal(self.net_total) - Decimal(self.claimed_amount)
+        return round_money(Decimal(self.net_total) * quantity / self.quantity)
 
 
 class AppliedCartDiscount(BaseModel):
@@ -204,6 +238,53 @@ class Order(VersionedDocument):
         self.payment_in_progress = None
         self.paid_at = payment.paid_at
         self.payment = payment
+
+    def line_for(self, product_id: PydanticObjectId) -> OrderLine:
+        for line in self.lines:
+            if line.product_id == product_id:
+                return line
+        raise ProductNotInOrder(f"Product {product_id} is not in this order")
+
+    def claim_return(
+        self, quantities: dict[PydanticObjectId, int], now: datetime, window: timedelta
+    ) -> dict[PydanticObjectId, Decimal]:
+        """Set units aside for a return; returns each product's refund amount."""
+        if self.status not in (OrderStatus.paid, OrderStatus.partially_returned):
+            raise ReturnNotAllowed(f"An order that is {self.status} cannot be returned")
+        assert self.paid_at is not None
+        if now > as_utc(self.paid_at) + window:
+            raise ReturnWindowClosed()
+        lines = {product_id: self.line_for(product_id) for product_id in quantities}
+        if over := [str(p) for p, q in quantities.items() if q > lines[p].returnable_quantity]:
+            raise ReturnQuantityExceeded(products=over)
+        amounts = {}
+        for product_id, quantity in quantities.items():
+            line = lines[product_id]
+            amounts[product_id] = line.refund_for(quantity)
+            line.claimed_quantity += quantity
+            line.claimed_amount = Decimal(line.claimed_amount) + amounts[product_id]
+        return amounts
+
+    def release_return(self, amounts: dict[PydanticObjectId, tuple[int, Decimal]]) -> None:
+        """A rejected return gives its units back to what can be returned."""
+        for product_id, (quantity, amount) in amounts.items():
+            line = self.line_for(product_id)
+            line.claimed_quantity -= quantity
+            line.claimed_amount = Decimal(line.claimed_amount) - amount
+
+    def record_refund(
+        self, amounts: dict[PydanticObjectId, tuple[int, Decimal]], now: datetime
+    ) -> None:
+        """Claimed units were refunded: the order is returned once every unit is."""
+        for product_id, (quantity, amount) in amounts.items():
+            line = self.line_for(product_id)
+            line.returned_quantity += quantity
+            line.refunded_amount = Decimal(line.refunded_amount) + amount
+            self.refunded_total = Decimal(self.refunded_total) + amount
+        everything = all(line.returned_quantity == line.quantity for line in self.lines)
+        status = OrderStatus.returned if everything else OrderStatus.partially_returned
+        if status is not self.status:
+            self._move(status, now)
 
     def cancel(self, reason: CancelReason, now: datetime) -> None:
         if self.status is OrderStatus.pending_payment and self.payment_is_running(now):

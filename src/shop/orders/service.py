@@ -1,6 +1,5 @@
 """Use cases that move several documents together: checkout, payment, and the payment timeout."""
 
-import asyncio
 import base64
 import logging
 from collections.abc import Mapping
@@ -322,13 +321,3 @@ async def sweep_overdue(providers: Providers, batch: int = 100) -> int:
         _, moved = await settle_overdue(order, providers, now)
         settled += moved
     return settled
-
-
-async def run_sweeper(providers: Providers, every: float) -> None:
-    while True:
-        await asyncio.sleep(every)
-        try:
-            if count := await sweep_overdue(providers):
-                log.info("sweeper cancelled %d overdue orders", count)
-        except Exception:
-            log.exception("order sweep failed; trying again in %s s", every)

@@ -1,0 +1,191 @@
+"""Returns: claim units on the order, refund through the provider, restock; all or nothing.
+
+The order of events keeps money and goods consistent whatever fails in between:
+1. one transaction records the return (``requested``) and sets its units aside on the order;
+2. approval (``approved``) is saved before the provider is asked to refund, with the
+   return's id as the provider's idempotency key, so a refund only ever exists for an
+   approved return and is never issued twice;
+3. one transaction then marks the return ``refunded``, counts the refund on the order,
+   moves the order's status and puts the units back into stock.
+A failure after 2 leaves the return ``approved``: ``complete_refund`` picks it up again (the
+sweeper retries such returns, and so does an admin's approve).
+"""
+
+import logging
+from datetime import timedelta
+
+from beanie import PydanticObjectId
+from pymongo.asynchronous.client_session import AsyncClientSession
+
+from shop.catalog.models import Product
+from shop.clock import utcnow
+from shop.config import AppSettings
+from shop.db import in_transaction
+from shop.errors import Conflict
+from shop.orders.models import Order, OrderNotFound
+from shop.orders.service import Providers, order_of_user
+from shop.payments.provider import RefundFailed
+from shop.returns.models import (
+    RefundRecord,
+    ReturnItem,
+    ReturnNotFound,
+    ReturnRequest,
+    ReturnStatus,
+    ReturnStatusChange,
+)
+from shop.returns.schemas import ReturnCreate
+
+log = logging.getLogger(__name__)
+
+# An approved return whose refund has not landed after this long is retried by the sweeper.
+REFUND_RETRY_AFTER = timedelta(seconds=30)
+
+
+class ConcurrentUpdate(Conflict):
+    code, title = "concurrent_update", "Changed by another request meanwhile; try again"
+
+
+async def request_return(
+    order_id: PydanticObjectId,
+    user_id: PydanticObjectId,
+    body: ReturnCreate,
+    settings: AppSettings,
+    providers: Providers,
+) -> ReturnRequest:
+    await order_of_user(order_id, user_id, providers)  # 404 for others' orders; deadline
+    now = utcnow()
+    window = timedelta(days=settings.return_window_days)
+    quantities = {item.product_id: item.quantity for item in body.items}
+
+    async def claim(session: AsyncClientSession) -> ReturnRequest:
+        order = await Order.find_one({"_id": order_id, "user_id": user_id}, session=session)
+        if order is None:
+            raise OrderNotFound()
+        amounts = order.claim_return(quantities, now, window)
+        if not await order.save_if_unchanged(session):
+            raise ConcurrentUpdate()
+        request = ReturnRequest(
+            order_id=order_id,
+            user_id=user_id,
+            items=[
+                ReturnItem(
+                    product_id=item.product_id,
+                    quantity=item.quantity,
+                    reason=item.reason,
+                    refund_amount=amounts[item.product_id],
+                )
+                for item in body.items
+            ],
+            note=body.note,
+            refund_amount=sum(amounts.values()),
+            created_at=now,
+            updated_at=now,
+            status_history=[ReturnStatusChange(status=ReturnStatus.requested, at=now)],
+        )
+        await request.insert(session=session)
+        return request
+
+    request = await in_transaction(claim)
+    if settings.returns_auto_approve:
+        return await approve_return(request, providers)
+    return request
+
+
+async def approve_return(request: ReturnRequest, providers: Providers) -> ReturnRequest:
+    """Approve (if still requested) and refund. Safe to call again on an approved return."""
+    if request.status is ReturnStatus.requested:
+        request.approve(utcnow())
+        if not await request.save_if_unchanged():
+            request = await _reload(request.id)
+    return await complete_refund(request, providers)
+
+
+async def complete_refund(request: ReturnRequest, providers: Providers) -> ReturnRequest:
+    if request.status is not ReturnStatus.approved:
+        return request
+    order = await Order.get(request.order_id)
+    assert order is not None and order.payment is not None
+    provider = providers[order.payment.provider]
+    try:
+        refund = await provider.refund(
+            key=request.refund_key,
+            payment_id=order.payment.payment_id,
+            amount=request.refund_amount,
+        )
+    except RefundFailed:
+        log.warning("refund for return %s failed; it stays approved and is retried", request.id)
+        return request
+    record = RefundRecord(
+        provider=provider.name,
+        refund_id=refund.refund_id,
+        amount=refund.amount,
+        refunded_at=utcnow(),
+    )
+
+    async def settle(session: AsyncClientSession) -> ReturnRequest:
+        current = await ReturnRequest.get(request.id, session=session)
+        assert current is not None
+        if current.status is not ReturnStatus.approved:
+            return current  # settled by a concurrent retry
+        paid_order = await Order.get(current.order_id, session=session)
+        assert paid_order is not None
+        current.mark_refunded(record)
+        paid_order.record_refund(current.amounts, record.refunded_at)
+        if not (
+            await current.save_if_unchanged(session) and await paid_order.save_if_unchanged(session)
+        ):
+            raise ConcurrentUpdate()
+        await Product.restock({i.product_id: i.quantity for i in current.items}, session)
+        return current
+
+    return await in_transaction(settle)
+
+
+async def reject_return(request: ReturnRequest, reason: str | None) -> ReturnRequest:
+    """Reject a requested return: its units become returnable again."""
+
+    async def reject(session: AsyncClientSession) -> ReturnRequest:
+        current = await ReturnRequest.get(request.id, session=session)
+        assert current is not None
+        order = await Order.get(current.order_id, session=session)
+        assert order is not None
+        current.reject(utcnow(), reason)
+        order.release_return(current.amounts)
+        if not (
+            await current.save_if_unchanged(session) and await order.save_if_unchanged(session)
+        ):
+            raise ConcurrentUpdate()
+        return current
+
+    return await in_transaction(reject)
+
+
+async def retry_refunds(providers: Providers, batch: int = 50) -> int:
+    """Finish approved returns whose refund did not land; returns how many are now refunded."""
+    stale = utcnow() - REFUND_RETRY_AFTER
+    pending = (
+        await ReturnRequest.find(
+            {"status": ReturnStatus.approved.value, "updated_at": {"$lte": stale}}
+        )
+        .limit(batch)
+        .to_list()
+    )
+    done = 0
+    for request in pending:
+        done += (await complete_refund(request, providers)).status is ReturnStatus.refunded
+    return done
+
+
+async def _reload(return_id: PydanticObjectId | None) -> ReturnRequest:
+    found = await ReturnRequest.get(return_id)
+    if found is None:
+        raise ReturnNotFound()
+    return found
+
+
+async def returns_of_order(order_id: PydanticObjectId) -> list[ReturnRequest]:
+    return await ReturnRequest.find({"order_id": order_id}).sort("created_at").to_list()
+
+
+async def get_return(return_id: PydanticObjectId) -> ReturnRequest:
+    return await _reload(return_id)

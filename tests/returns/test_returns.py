@@ -1,0 +1,306 @@
+import asyncio
+import uuid
+from collections.abc import Iterator
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+from fastapi import FastAPI
+from httpx import AsyncClient
+
+from shop.accounts.models import Role
+from shop.config import AppSettings
+from shop.discounts.models import DiscountKind, DiscountScope
+from shop.orders.models import Order, OrderStatus
+from shop.payments.provider import MockProvider, ProviderRefund
+from shop.returns.models import ReturnRequest, ReturnStatus
+from shop.returns.service import REFUND_RETRY_AFTER, retry_refunds
+from tests.factories import (
+    add_to_cart,
+    apply_code,
+    assert_problem,
+    make_discount,
+    make_paid_order,
+    make_product,
+    make_user,
+    place_order,
+    refunds_for,
+    request_return,
+    stock_of,
+)
+
+
+@pytest.fixture
+def provider(app: FastAPI) -> Iterator[MockProvider]:
+    mock: MockProvider = app.state.payment_providers["mock"]
+    yield mock
+    mock.refunds_unavailable = False
+
+
+async def test_a_full_return_refunds_what_was_paid_and_restocks(
+    client: AsyncClient, app: FastAPI
+) -> None:
+    account = await make_user(app)
+    mug = await make_product(price="12.50", stock=10)
+    pen = await make_product(price="0.10", stock=10)
+    order = await make_paid_order(client, account, (mug, 2), (pen, 3))
+    assert (await stock_of(mug), await stock_of(pen)) == (8, 7)
+
+    response = await request_return(client, account, order["id"], (mug, 2), (pen, 3))
+    assert response.status_code == 201, response.text
+    created = response.json()
+    assert created["status"] == "refunded"
+    assert created["refund_amount"] == order["total"] == "25.30"
+    assert [h["status"] for h in created["status_history"]] == ["requested", "approved", "refunded"]
+
+    assert (await stock_of(mug), await stock_of(pen)) == (10, 10)
+    refunds = await refunds_for(order)
+    assert [r.amount for r in refunds] == [Decimal("25.30")]
+    stored = await Order.get(order["id"])
+    assert stored is not None
+    assert (stored.status, stored.refunded_total) == (OrderStatus.returned, Decimal("25.30"))
+
+    status = (
+        await client.get(f"/order/{order['id']}/return_status/", headers=account.headers)
+    ).json()
+    assert (status["order_status"], status["refunded_total"]) == ("returned", "25.30")
+    assert [r["id"] for r in status["returns"]] == [created["id"]]
+
+
+async def test_two_partial_returns_add_up_to_what_was_paid_with_a_cart_discount(
+    client: AsyncClient, app: FastAPI
+) -> None:
+    account = await make_user(app)
+    item = await make_product(price="33.33", stock=10)
+    await make_discount(scope=DiscountScope.cart, kind=DiscountKind.percent, value="10", code="TEN")
+    await add_to_cart(client, account, item, 3)
+    await apply_code(client, account, "TEN")
+    order = await make_paid_order(client, account)
+    assert order["total"] == "89.99"
+
+    first = (await request_return(client, account, order["id"], (item, 1))).json()
+    assert (first["status"], first["refund_amount"]) == ("refunded", "30.00")
+    middle = (await client.get(f"/order/{order['id']}/", headers=account.headers)).json()
+    assert middle["status"] == "partially_returned"
+
+    second = (await request_return(client, account, order["id"], (item, 2))).json()
+    assert second["refund_amount"] == "59.99"
+    final = (await client.get(f"/order/{order['id']}/", headers=account.headers)).json()
+    assert [h["status"] for h in final["status_history"]] == [
+        "pending_payment",
+        "paid",
+        "partially_returned",
+        "returned",
+    ]
+    assert sum(r.amount for r in await refunds_for(order)) == Decimal("89.99")
+    assert await stock_of(item) == 10
+
+
+async def test_returns_of_unpaid_cancelled_or_returned_orders_are_refused(
+    client: AsyncClient, app: FastAPI, settings: AppSettings
+) -> None:
+    account = await make_user(app)
+    product = await make_product(stock=20)
+    unpaid = await place_order(client, account, (product, 1))
+    assert_problem(
+        await request_return(client, account, unpaid["id"], (product, 1)), 409, "return_not_allowed"
+    )
+    returned = await make_paid_order(client, account, (product, 1))
+    await request_return(client, account, returned["id"], (product, 1))
+    assert_problem(
+        await request_return(client, account, returned["id"], (product, 1)),
+        409,
+        "return_not_allowed",
+    )
+    settings.payment_timeout_seconds = 1
+    doomed = await place_order(client, account, (product, 1))
+    await asyncio.sleep(1.1)
+    assert_problem(
+        await request_return(client, account, doomed["id"], (product, 1)), 409, "return_not_allowed"
+    )
+    assert await ReturnRequest.count() == 1
+
+
+async def test_other_users_orders_cannot_be_returned(client: AsyncClient, app: FastAPI) -> None:
+    ann = await make_user(app)
+    bob = await make_user(app)
+    product = await make_product()
+    order = await make_paid_order(client, ann, (product, 1))
+    assert_problem(
+        await request_return(client, bob, order["id"], (product, 1)), 404, "order_not_found"
+    )
+    assert_problem(
+        await client.get(f"/order/{order['id']}/return_status/", headers=bob.headers),
+        404,
+        "order_not_found",
+    )
+    assert await ReturnRequest.count() == 0
+
+
+async def test_quantities_are_checked(client: AsyncClient, app: FastAPI) -> None:
+    account = await make_user(app)
+    product = await make_product(stock=10)
+    stranger = await make_product()
+    order = await make_paid_order(client, account, (product, 2))
+    body = assert_problem(
+        await request_return(client, account, order["id"], (product, 3)),
+        409,
+        "return_quantity_exceeded",
+    )
+    assert body["products"] == [str(product.id)]
+    assert_problem(
+        await request_return(client, account, order["id"], (stranger, 1)),
+        422,
+        "product_not_in_order",
+    )
+    for items in [[(product, 0)], [], [(product, 1), (product, 1)]]:
+        response = await request_return(client, account, order["id"], *items)
+        assert_problem(response, 422, "validation_error")
+    bad_reason = await request_return(client, account, order["id"], (product, 1), reason="meh")
+    assert_problem(bad_reason, 422, "validation_error")
+    await request_return(client, account, order["id"], (product, 1))
+    assert_problem(
+        await request_return(client, account, order["id"], (product, 2)),
+        409,
+        "return_quantity_exceeded",
+    )
+    assert await stock_of(product) == 9
+
+
+async def test_the_return_window_closes(
+    client: AsyncClient, app: FastAPI, settings: AppSettings
+) -> None:
+    account = await make_user(app)
+    product = await make_product()
+    order = await make_paid_order(client, account, (product, 1))
+    stored = await Order.get(order["id"])
+    assert stored is not None and stored.paid_at is not None
+    await Order.get_pymongo_collection().update_one(
+        {"_id": stored.id}, {"$set": {"paid_at": stored.paid_at - timedelta(days=15)}}
+    )
+    assert_problem(
+        await request_return(client, account, order["id"], (product, 1)),
+        409,
+        "return_window_closed",
+    )
+    settings.return_window_days = 30
+    assert (await request_return(client, account, order["id"], (product, 1))).status_code == 201
+
+
+async def test_twenty_concurrent_returns_of_the_last_unit_refund_once(
+    client: AsyncClient, app: FastAPI
+) -> None:
+    account = await make_user(app)
+    product = await make_product(stock=5)
+    order = await make_paid_order(client, account, (product, 1))
+    responses = await asyncio.gather(
+        *(request_return(client, account, order["id"], (product, 1)) for _ in range(20))
+    )
+    codes = sorted(r.status_code for r in responses)
+    assert codes.count(201) == 1
+    assert all(
+        r.json()["code"] in ("return_quantity_exceeded", "return_not_allowed")
+        for r in responses
+        if r.status_code != 201
+    )
+    assert len(await refunds_for(order)) == 1
+    assert await ReturnRequest.count() == 1
+    assert await stock_of(product) == 5
+
+
+async def test_a_replayed_key_returns_the_same_return(client: AsyncClient, app: FastAPI) -> None:
+    account = await make_user(app)
+    product = await make_product(stock=5)
+    order = await make_paid_order(client, account, (product, 2))
+    key = str(uuid.uuid4())
+    first = await request_return(client, account, order["id"], (product, 1), key=key)
+    again = await request_return(client, account, order["id"], (product, 1), key=key)
+    assert first.status_code == again.status_code == 201
+    assert again.json() == first.json()
+    assert len(await refunds_for(order)) == 1
+    assert await ReturnRequest.count() == 1
+    other = await request_return(client, account, order["id"], (product, 2), key=key)
+    assert_problem(other, 422, "idempotency_key_reused")
+
+
+async def test_with_manual_approval_an_admin_decides(
+    client: AsyncClient, app: FastAPI, settings: AppSettings
+) -> None:
+    settings.returns_auto_approve = False
+    account = await make_user(app)
+    admin = await make_user(app, Role.admin)
+    product = await make_product(price="7.00", stock=5)
+    order = await make_paid_order(client, account, (product, 3))
+
+    waiting = (await request_return(client, account, order["id"], (product, 1))).json()
+    assert waiting["status"] == "requested"
+    assert await refunds_for(order) == []
+    assert await stock_of(product) == 2
+    approve = f"/admin/returns/{waiting['id']}/approve"
+    assert_problem(await client.post(approve, headers=account.headers), 403, "forbidden")
+
+    queue = (await client.get("/admin/returns/?status=requested", headers=admin.headers)).json()
+    assert [r["id"] for r in queue] == [waiting["id"]]
+    approved = await client.post(approve, headers=admin.headers)
+    assert approved.json()["status"] == "refunded"
+    assert [r.amount for r in await refunds_for(order)] == [Decimal("7.00")]
+    assert await stock_of(product) == 3
+
+    rejected_request = (await request_return(client, account, order["id"], (product, 2))).json()
+    rejected = await client.post(
+        f"/admin/returns/{rejected_request['id']}/reject",
+        json={"reason": "Opened and used"},
+        headers=admin.headers,
+    )
+    assert rejected.json()["status"] == "rejected"
+    assert_problem(
+        await client.post(
+            f"/admin/returns/{rejected_request['id']}/approve", headers=admin.headers
+        ),
+        409,
+        "illegal_return_transition",
+    )
+    # The rejected units can be asked for again.
+    assert (await request_return(client, account, order["id"], (product, 2))).status_code == 201
+    status = (
+        await client.get(f"/order/{order['id']}/return_status/", headers=account.headers)
+    ).json()
+    assert [r["status"] for r in status["returns"]] == ["refunded", "rejected", "requested"]
+    assert (status["order_status"], status["refunded_total"]) == ("partially_returned", "7.00")
+
+
+async def test_a_failed_refund_leaves_the_return_retryable(
+    client: AsyncClient, app: FastAPI, provider: MockProvider
+) -> None:
+    account = await make_user(app)
+    product = await make_product(price="4.00", stock=5)
+    order = await make_paid_order(client, account, (product, 2))
+    provider.refunds_unavailable = True
+    pending = (await request_return(client, account, order["id"], (product, 2))).json()
+    assert pending["status"] == "approved"
+    assert await ProviderRefund.count() == 0
+    assert await stock_of(product) == 3
+    stored = await Order.get(order["id"])
+    assert stored is not None
+    assert stored.status is OrderStatus.paid
+
+    provider.refunds_unavailable = False
+    await age_returns(REFUND_RETRY_AFTER)
+    providers = app.state.payment_providers
+    done = await asyncio.gather(*(retry_refunds(providers) for _ in range(3)))
+    assert sum(done) >= 1
+    status = (
+        await client.get(f"/order/{order['id']}/return_status/", headers=account.headers)
+    ).json()
+    assert [r["status"] for r in status["returns"]] == ["refunded"]
+    assert (status["order_status"], status["refunded_total"]) == ("returned", "8.00")
+    assert [r.amount for r in await refunds_for(order)] == [Decimal("8.00")]
+    assert await stock_of(product) == 5
+
+
+async def age_returns(by: timedelta) -> None:
+    """Make pending returns look as old as the sweeper waits for."""
+    for request in await ReturnRequest.find({"status": ReturnStatus.approved.value}).to_list():
+        await ReturnRequest.get_pymongo_collection().update_one(
+            {"_id": request.id}, {"$set": {"updated_at": request.updated_at - by}}
+        )
