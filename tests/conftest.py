@@ -10,6 +10,7 @@ from beanie import Document
 from fastapi import FastAPI
 from httpx import ASGITransport, AsyncClient
 from pydantic import SecretStr
+from pymongo import monitoring
 
 from shop.config import AppSettings
 from shop.db import DOCUMENT_MODELS, EmbeddedMongo
@@ -34,6 +35,33 @@ def base_settings(database_url: str, tmp_path_factory: pytest.TempPathFactory) -
         secret_key=SecretStr("test-signing-key-of-sufficient-length-for-hs256"),
         demo_data=False,
     )
+
+
+class CommandLog(monitoring.CommandListener):
+    """Every command the service sends to MongoDB: the round trips a request costs."""
+
+    def __init__(self) -> None:
+        self.commands: list[tuple[str, str]] = []
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        target = event.command.get(event.command_name)
+        self.commands.append((event.command_name, target if isinstance(target, str) else ""))
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+_command_log = CommandLog()
+monitoring.register(_command_log)  # before any client exists: it sees every command
+
+
+@pytest.fixture
+def db_commands() -> CommandLog:
+    _command_log.commands.clear()
+    return _command_log
 
 
 @pytest.fixture(scope="session")
