@@ -45,7 +45,9 @@ async def test_round_trips_per_request(
         "find products",
         "find discounts",
     ]
-    checkout = await round_trips(db_commands, client.post("/order/create/", headers=account.headers))
+    checkout = await round_trips(
+        db_commands, client.post("/order/create/", headers=account.headers)
+    )
     assert checkout == [
         "find carts",
         "find products",

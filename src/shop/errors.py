@@ -6,9 +6,11 @@ from typing import Any, ClassVar
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 PROBLEM_JSON = "application/problem+json"
 
@@ -95,7 +97,7 @@ def responses(*errors: type[ShopError]) -> dict[int | str, dict[str, Any]]:
     for error in errors:
         entry = documented.setdefault(
             error.status,
-            {"model": Problem, "content": {PROBLEM_JSON: {}}, "description": ""},
+            {"description": ""},
         )
         codes = f"`{error.code}`"
         entry["description"] = ", ".join(filter(None, [entry["description"], codes]))
@@ -131,8 +133,62 @@ async def _unexpected_error(_: Request, exc: Exception) -> JSONResponse:
     return problem_response(500, "internal_error", "Internal server error", "Unexpected error")
 
 
+def problem_openapi(app: FastAPI) -> dict[str, Any]:
+    """The OpenAPI document, with every error response as it really is: problem+json.
+
+    Adds what every operation can answer besides its own errors: 422 for invalid input,
+    400 for an unparsable body, 401 where a token is needed.
+    """
+    if app.openapi_schema:
+        return app.openapi_schema
+    schema = get_openapi(
+        title=app.title,
+        version=app.version,
+        summary=app.summary,
+        routes=app.routes,
+    )
+    problem = {"schema": {"$ref": "#/components/schemas/Problem"}}
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    components["Problem"] = Problem.model_json_schema()
+    components.pop("HTTPValidationError", None)
+    components.pop("ValidationError", None)
+    for path in schema.get("paths", {}).values():
+        for operation in path.values():
+            answers = operation.setdefault("responses", {})
+            answers.setdefault("422", {"description": "`validation_error`"})
+            if "requestBody" in operation:
+                answers.setdefault("400", {"description": "`bad_request`: unparsable body"})
+            if operation.get("security"):
+                answers.setdefault(
+                    "401", {"description": "`not_authenticated`, `invalid_token`, `token_expired`"}
+                )
+            for status, answer in answers.items():
+                if int(status) >= 400:
+                    answer["content"] = {PROBLEM_JSON: problem}
+    app.openapi_schema = schema
+    return schema
+
+
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ShopError, _shop_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected_error)
+
+
+class RejectControlCharacters:
+    """Answer 404 for a path with control characters.
+
+    Starlette's route patterns end in ``$``, which also matches before a final newline,
+    so ``/discounts/%0A`` would otherwise reach the list of discounts.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and any(ord(c) < 32 for c in scope["path"]):
+            response = problem_response(404, "not_found", "Not Found", "No such resource")
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)

@@ -17,7 +17,7 @@ from shop.config import AppSettings, get_settings
 from shop.db import connect, init_database
 from shop.demo import create_demo_catalog
 from shop.discounts.router import router as discounts_router
-from shop.errors import install_error_handlers
+from shop.errors import RejectControlCharacters, install_error_handlers, problem_openapi
 from shop.orders.router import router as orders_router
 from shop.payments.provider import MockProvider
 from shop.returns.router import admin_router as returns_admin_router
@@ -61,6 +61,8 @@ def create_app(settings: AppSettings | None = None) -> FastAPI:
     app.state.signing_key = settings.signing_key()
     app.state.payment_providers = {"mock": MockProvider()}
     install_error_handlers(app)
+    app.add_middleware(RejectControlCharacters)
+    app.openapi = lambda: problem_openapi(app)  # type: ignore[method-assign]
     for router in (
         accounts_router,
         catalog_router,
