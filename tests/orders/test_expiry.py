@@ -9,7 +9,7 @@ from httpx import AsyncClient
 
 from shop.clock import utcnow
 from shop.config import AppSettings
-from shop.orders.models import Order, OrderStatus, PendingOrder
+from shop.orders.models import Order, OrderStatus, PaymentAttempt, PendingOrder
 from shop.orders.service import sweep_overdue
 from shop.payments.provider import Charge, MockProvider
 from tests.factories import (
@@ -142,6 +142,15 @@ async def test_a_payment_racing_the_deadline_ends_paid_and_never_cancelled(
     ]
 
 
+async def start_payment_then_crash(order_id: str) -> tuple[Order, PaymentAttempt]:
+    """A payment attempt that claimed the order, and whose process then died."""
+    order = await Order.get(order_id)
+    assert order is not None
+    attempt = order.start_payment("mock", "pm_card_visa", utcnow(), timedelta(seconds=1))
+    assert await order.save_if_unchanged()
+    return order, attempt
+
+
 async def test_a_crashed_payment_that_charged_is_completed_not_cancelled(
     client: AsyncClient, app: FastAPI, short_timeout: AppSettings
 ) -> None:
@@ -149,10 +158,7 @@ async def test_a_crashed_payment_that_charged_is_completed_not_cancelled(
     account = await make_user(app)
     product = await make_product(stock=5)
     placed = await place_order(client, account, (product, 1))
-    order = await Order.get(placed["id"])
-    assert order is not None
-    attempt = order.start_payment("mock", "pm_card_visa", utcnow(), timedelta(seconds=1))
-    assert await order.save_if_unchanged()
+    order, attempt = await start_payment_then_crash(placed["id"])
     provider = app.state.payment_providers["mock"]
     await provider.charge(
         key=attempt.charge_key(order.id), amount=order.total, currency="EUR", method="pm_card_visa"
@@ -171,10 +177,7 @@ async def test_a_crashed_payment_that_did_not_charge_is_cancelled(
     account = await make_user(app)
     product = await make_product(stock=5)
     placed = await place_order(client, account, (product, 1))
-    order = await Order.get(placed["id"])
-    assert order is not None
-    order.start_payment("mock", "pm_card_visa", utcnow(), timedelta(seconds=1))
-    assert await order.save_if_unchanged()
+    await start_payment_then_crash(placed["id"])
     await asyncio.sleep(2.1)
 
     assert await sweep_overdue(app.state.payment_providers) == 1

@@ -51,8 +51,8 @@ async def test_fifty_concurrent_pays_charge_once(client: AsyncClient, app: FastA
     order = await place_order(client, account, (await make_product(price="5.00"), 1))
     responses = await asyncio.gather(*(pay(client, account, order["id"]) for _ in range(50)))
     codes = [r.status_code for r in responses]
-    assert codes.count(200) == 1
-    assert codes.count(409) == 49
+    assert codes.count(200) == 1, [r.json() for r in responses if r.status_code != 409]
+    assert codes.count(409) == 49, [r.json() for r in responses if r.status_code != 409]
     assert {r.json()["code"] for r in responses if r.status_code == 409} <= {
         "payment_in_progress",
         "order_already_paid",

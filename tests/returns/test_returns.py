@@ -240,7 +240,7 @@ async def test_with_manual_approval_an_admin_decides(
     assert_problem(await client.post(approve, headers=account.headers), 403, "forbidden")
 
     queue = (await client.get("/admin/returns/?status=requested", headers=admin.headers)).json()
-    assert [r["id"] for r in queue] == [waiting["id"]]
+    assert [r["id"] for r in queue["items"]] == [waiting["id"]]
     approved = await client.post(approve, headers=admin.headers)
     assert approved.json()["status"] == "refunded"
     assert [r.amount for r in await refunds_for(order)] == [Decimal("7.00")]

@@ -12,14 +12,9 @@ from shop.deps import CurrentUser, Settings
 from shop.discounts.models import (
     REFUSALS,
     Discount,
-    DiscountExpired,
     DiscountInactive,
-    DiscountMinSubtotalNotMet,
     DiscountNotFound,
-    DiscountNotStarted,
-    DiscountPerUserLimitReached,
     DiscountScope,
-    DiscountUsedUp,
     normalize_code,
 )
 from shop.errors import responses
@@ -73,15 +68,7 @@ async def remove_from_cart(
 
 @router.post(
     "/discount/",
-    responses=responses(
-        DiscountNotFound,
-        DiscountInactive,
-        DiscountNotStarted,
-        DiscountExpired,
-        DiscountUsedUp,
-        DiscountPerUserLimitReached,
-        DiscountMinSubtotalNotMet,
-    ),
+    responses=responses(DiscountNotFound, *REFUSALS.values()),
 )
 async def apply_discount_code(body: ApplyCode, user: CurrentUser, settings: Settings) -> CartOut:
     """Apply a promo code. A cart holds one code: a new one replaces the old."""

@@ -6,6 +6,7 @@ from fastapi import APIRouter, Query, status
 from shop.catalog.models import Product
 from shop.catalog.schemas import ProductCreate, ProductOut, ProductPage, ProductUpdate
 from shop.deps import AdminUser, OptionalUser
+from shop.documents import page_by_id
 from shop.errors import Forbidden, NotFound, responses
 
 router = APIRouter(prefix="/products", tags=["catalog"])
@@ -34,14 +35,8 @@ async def list_products(
 ) -> ProductPage:
     """Products in a stable order, a page at a time. Customers see active products only."""
     query: dict[str, object] = {} if user and user.is_admin else {"active": True}
-    if cursor is not None:
-        query["_id"] = {"$gt": cursor}
-    found = await Product.find(query).sort("_id").limit(limit + 1).to_list()
-    page = found[:limit]
-    more = len(found) > limit
-    return ProductPage(
-        items=[_out(p) for p in page], next_cursor=str(page[-1].id) if more else None
-    )
+    page, next_cursor = await page_by_id(Product, query, limit, cursor)
+    return ProductPage(items=[_out(p) for p in page], next_cursor=next_cursor)
 
 
 @router.get("/{product_id}", responses=responses(ProductNotFound))

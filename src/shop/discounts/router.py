@@ -1,4 +1,4 @@
-from typing import Annotated, Any
+from typing import Annotated
 
 from beanie import PydanticObjectId
 from fastapi import APIRouter, Query, status
@@ -17,7 +17,7 @@ from shop.discounts.schemas import (
     DiscountPage,
     DiscountUpdate,
 )
-from shop.documents import to_bson
+from shop.documents import page_by_id, to_bson
 from shop.errors import Conflict, Forbidden, responses
 
 router = APIRouter(prefix="/discounts", tags=["discounts"])
@@ -56,13 +56,8 @@ async def list_discounts(
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: PydanticObjectId | None = None,
 ) -> DiscountPage:
-    query: dict[str, Any] = {} if cursor is None else {"_id": {"$gt": cursor}}
-    found = await Discount.find(query).sort("_id").limit(limit + 1).to_list()
-    page = found[:limit]
-    return DiscountPage(
-        items=[_out(d) for d in page],
-        next_cursor=str(page[-1].id) if len(found) > limit else None,
-    )
+    page, next_cursor = await page_by_id(Discount, {}, limit, cursor)
+    return DiscountPage(items=[_out(d) for d in page], next_cursor=next_cursor)
 
 
 @router.get("/{discount_id}", responses=responses(DiscountNotFound, Forbidden))

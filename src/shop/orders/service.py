@@ -219,11 +219,11 @@ async def pay_order(
     order.check_payable(now)
     window = await PendingOrder.get(order.id)
     if window is None or not window.is_open(now):
+        await _raise_why_it_moved(order_id, user_id, providers)
         raise OrderExpired()
     attempt = order.start_payment(provider_name, method, now, PAYMENT_HOLD)
     if not await order.save_if_unchanged():
-        fresh = await order_of_user(order_id, user_id, providers)
-        fresh.check_payable(utcnow())  # raises why it moved: paid, expired, ...
+        await _raise_why_it_moved(order_id, user_id, providers)
         raise PaymentInProgress()
     charge = await provider.charge(
         key=attempt.charge_key(order.id), amount=order.total, currency=order.currency, method=method
@@ -233,6 +233,14 @@ async def pay_order(
         await order.save_if_unchanged()  # if the sweeper moved it meanwhile, its move stands
         charge.raise_if_failed()
     return await _settle_success(order, attempt, charge, providers, utcnow())
+
+
+async def _raise_why_it_moved(
+    order_id: PydanticObjectId, user_id: PydanticObjectId, providers: Providers
+) -> None:
+    """Another request moved the order since it was read (paid it, say): refuse with that."""
+    fresh = await order_of_user(order_id, user_id, providers)
+    fresh.check_payable(utcnow())
 
 
 async def _settle_success(

@@ -6,6 +6,7 @@ from fastapi import APIRouter, Query, status
 from fastapi.responses import JSONResponse
 
 from shop.deps import AdminUser, CurrentUser, Settings
+from shop.documents import page_by_id
 from shop.errors import Forbidden, responses
 from shop.idempotency import (
     IdempotencyKey,
@@ -30,7 +31,13 @@ from shop.returns.models import (
     ReturnRequest,
     ReturnStatus,
 )
-from shop.returns.schemas import RejectReturn, ReturnCreate, ReturnOut, ReturnStatusOut
+from shop.returns.schemas import (
+    RejectReturn,
+    ReturnCreate,
+    ReturnOut,
+    ReturnPage,
+    ReturnStatusOut,
+)
 
 router = APIRouter(prefix="/order", tags=["returns"])
 admin_router = APIRouter(prefix="/admin/returns", tags=["returns"])
@@ -104,15 +111,11 @@ async def list_returns(
     status: ReturnStatus | None = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: PydanticObjectId | None = None,
-) -> list[ReturnOut]:
+) -> ReturnPage:
     """Returns, oldest first: ``status=requested`` is the queue waiting for a decision."""
-    query: dict[str, object] = {}
-    if status is not None:
-        query["status"] = status.value
-    if cursor is not None:
-        query["_id"] = {"$gt": cursor}
-    found = await ReturnRequest.find(query).sort("_id").limit(limit).to_list()
-    return [return_out(r) for r in found]
+    query = {} if status is None else {"status": status.value}
+    page, next_cursor = await page_by_id(ReturnRequest, query, limit, cursor)
+    return ReturnPage(items=[return_out(r) for r in page], next_cursor=next_cursor)
 
 
 @admin_router.post(
