@@ -15,6 +15,7 @@ from typing import Annotated, ClassVar, Protocol
 from beanie import DecimalAnnotation, Document, Indexed
 from bson import Decimal128
 from pydantic import Field
+from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.errors import DuplicateKeyError
 
 from shop.clock import utcnow
@@ -190,24 +191,34 @@ class MockProvider:
         record = ProviderRefund(
             key=key, refund_id=f"re_{secrets.token_hex(12)}", payment_id=payment_id, amount=amount
         )
+
+        async def book(session: AsyncClientSession) -> Refund:
+            # A concurrent refund with this key conflicts with this one and wins; on the
+            # retry, its refund is found here.
+            if done := await ProviderRefund.find_one(ProviderRefund.key == key, session=session):
+                return done.as_refund()
+            # Never refund more than was charged, however many refunds run at once.
+            taken = await ProviderCharge.get_pymongo_collection().update_one(
+                {
+                    "payment_id": payment_id,
+                    "amount_refunded": {"$lte": Decimal128(Decimal(charge.amount) - amount)},
+                },
+                {"$inc": {"amount_refunded": Decimal128(amount)}},
+                session=session,
+            )
+            if taken.modified_count == 0:
+                raise RefundExceedsCharge()
+            await record.insert(session=session)
+            return record.as_refund()
+
+        client = ProviderRefund.get_pymongo_collection().database.client
         try:
-            await record.insert()
-        except DuplicateKeyError:
+            async with client.start_session() as session:
+                return await session.with_transaction(book)
+        except DuplicateKeyError:  # a concurrent refund with the same key won
             existing = await ProviderRefund.find_one(ProviderRefund.key == key)
             assert existing is not None
             return existing.as_refund()
-        # Never refund more than was charged, however many refunds run at once.
-        taken = await ProviderCharge.get_pymongo_collection().update_one(
-            {
-                "payment_id": payment_id,
-                "amount_refunded": {"$lte": Decimal128(Decimal(charge.amount) - amount)},
-            },
-            {"$inc": {"amount_refunded": Decimal128(amount)}},
-        )
-        if taken.modified_count == 0:
-            await record.delete()
-            raise RefundExceedsCharge()
-        return record.as_refund()
 
     async def retrieve(self, key: str) -> Charge | None:
         found = await ProviderCharge.find_one(ProviderCharge.key == key)

@@ -1,0 +1,133 @@
+"""Fault injection with mongod's ``failCommand`` fail point: what a database failure part
+way through a use case leaves behind. Needs a server with test commands enabled (the
+embedded one is started so; for mongod, ``--setParameter enableTestCommands=1``)."""
+
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from fastapi import FastAPI
+from httpx import ASGITransport, AsyncClient
+
+from shop.cart.models import Cart
+from shop.orders.models import Order, OrderStatus, PendingOrder
+from shop.payments.provider import ProviderCharge, ProviderRefund
+from shop.returns.models import ReturnRequest, ReturnStatus
+from shop.returns.service import REFUND_RETRY_AFTER, retry_refunds
+from tests.factories import (
+    add_to_cart,
+    make_paid_order,
+    make_product,
+    make_user,
+    request_return,
+    stock_of,
+)
+from tests.returns.test_returns import age_returns
+
+
+@pytest.fixture
+async def client(app: FastAPI) -> AsyncIterator[AsyncClient]:
+    """As a real server answers: an unexpected error is a 500 response, not an exception."""
+    transport = ASGITransport(app=app, raise_app_exceptions=False)
+    async with AsyncClient(transport=transport, base_url="http://shop.test") as http:
+        yield http
+
+
+@asynccontextmanager
+async def fail_point(commands: list[str], mode: Any, **data: Any) -> AsyncIterator[None]:
+    admin = Order.get_pymongo_collection().database.client.admin
+    await admin.command(
+        {
+            "configureFailPoint": "failCommand",
+            "mode": mode,
+            "data": {"failCommands": commands, **data},
+        }
+    )
+    try:
+        yield
+    finally:
+        await admin.command({"configureFailPoint": "failCommand", "mode": "off"})
+
+
+async def test_a_failure_inside_checkout_changes_nothing(client: AsyncClient, app: FastAPI) -> None:
+    account = await make_user(app)
+    product = await make_product(stock=5)
+    await add_to_cart(client, account, product, 2)
+    # The order's insert passes, the payment window's insert fails: all is rolled back.
+    async with fail_point(["insert"], {"skip": 1}, errorCode=2):
+        failed = await client.post("/order/create/", headers=account.headers)
+    assert failed.status_code == 500
+    assert failed.json()["code"] == "internal_error"
+    assert await stock_of(product) == 5
+    cart = await Cart.find_one({"user_id": account.id})
+    assert cart is not None
+    assert [(i.product_id, i.quantity) for i in cart.items] == [(product.id, 2)]
+    assert await Order.count() == 0
+    assert await PendingOrder.count() == 0
+
+
+async def test_checkout_retries_a_transient_error_and_reserves_once(
+    client: AsyncClient, app: FastAPI
+) -> None:
+    account = await make_user(app)
+    product = await make_product(stock=5)
+    await add_to_cart(client, account, product, 2)
+    async with fail_point(
+        ["insert"], {"times": 1}, errorCode=112, errorLabels=["TransientTransactionError"]
+    ):
+        created = await client.post("/order/create/", headers=account.headers)
+    assert created.status_code == 201, created.text
+    assert await stock_of(product) == 3
+    assert await Order.count() == 1
+
+
+@pytest.mark.parametrize(
+    "updates_before_failure",
+    [
+        pytest.param(2, id="failure-while-the-provider-refunds"),
+        pytest.param(3, id="failure-recording-the-refund"),
+    ],
+)
+async def test_a_failure_after_approval_is_completed_later_without_refunding_twice(
+    client: AsyncClient, app: FastAPI, updates_before_failure: int
+) -> None:
+    account = await make_user(app)
+    product = await make_product(price="6.00", stock=5)
+    order = await make_paid_order(client, account, (product, 2))
+    key = str(uuid.uuid4())
+    # Updates in order: the return is recorded on the order (1), approved (2), the provider
+    # books the refund against the charge (3), the refund is recorded on the return (4).
+    async with fail_point(["update"], {"skip": updates_before_failure}, errorCode=2):
+        failed = await request_return(client, account, order["id"], (product, 2), key=key)
+    assert failed.status_code == 500
+    pending = await ReturnRequest.find_one()
+    assert pending is not None
+    assert pending.status is ReturnStatus.approved
+    # The provider books a refund whole or not at all.
+    refunded = updates_before_failure == 3
+    assert await ProviderRefund.count() == int(refunded)
+    charge = await ProviderCharge.find_one()
+    assert charge is not None
+    assert charge.amount_refunded == (Decimal("12.00") if refunded else 0)
+    assert await stock_of(product) == 3
+    paid = await Order.get(order["id"])
+    assert paid is not None
+    assert (paid.status, paid.refunded_total) == (OrderStatus.paid, 0)
+
+    await age_returns(REFUND_RETRY_AFTER)
+    assert await retry_refunds(app.state.payment_providers) == 1
+    returned = await Order.get(order["id"])
+    assert returned is not None
+    assert returned.status is OrderStatus.returned
+    assert str(returned.refunded_total) == "12.00"
+    assert [r.amount for r in await ProviderRefund.find_all().to_list()] == [Decimal("12.00")]
+    charge = await ProviderCharge.find_one()
+    assert charge is not None
+    assert charge.amount_refunded == Decimal("12.00")
+    assert await stock_of(product) == 5
+    # The failed request forgot its key: retrying it finds the units already returned.
+    again = await request_return(client, account, order["id"], (product, 2), key=key)
+    assert again.json()["code"] == "return_not_allowed"
