@@ -34,6 +34,7 @@ class PricedLine:
     discount_id: PydanticObjectId | None
     line_total: Decimal
     available: bool
+    in_stock: bool
 
 
 @dataclass(frozen=True)
@@ -95,7 +96,16 @@ def _price_line(item: CartItem, context: PricingContext) -> PricedLine:
     product = context.products.get(item.product_id)
     if product is None:
         return PricedLine(
-            item.product_id, "(removed product)", ZERO, item.quantity, ZERO, ZERO, None, ZERO, False
+            item.product_id,
+            "(removed product)",
+            ZERO,
+            item.quantity,
+            ZERO,
+            ZERO,
+            None,
+            ZERO,
+            available=False,
+            in_stock=False,
         )
     unit_price = product.unit_price
     line_subtotal = round_money(unit_price * item.quantity)
@@ -123,6 +133,7 @@ def _price_line(item: CartItem, context: PricingContext) -> PricedLine:
         discount_id=best[1].id if best else None,
         line_total=line_subtotal - amount_off,
         available=product.active,
+        in_stock=product.stock >= item.quantity,
     )
 
 

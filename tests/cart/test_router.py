@@ -150,6 +150,9 @@ async def test_a_deactivated_product_stays_in_the_cart_flagged(
     body = (await client.get("/cart/", headers=account.headers)).json()
     flags = {i["product_id"]: i["available"] for i in body["items"]}
     assert flags == {str(kept.id): True, str(withdrawn.id): False}
+    await client.patch(f"/products/{kept.id}", json={"stock": 0}, headers=admin.headers)
+    body = (await client.get("/cart/", headers=account.headers)).json()
+    assert [i["in_stock"] for i in body["items"]] == [False, True]
     assert (body["subtotal"], body["total"], body["total_quantity"]) == ("2.00", "2.00", 1)
 
 

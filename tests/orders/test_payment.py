@@ -5,11 +5,13 @@ from decimal import Decimal
 from fastapi import FastAPI
 from httpx import AsyncClient
 
+from shop.discounts.models import DiscountKind, DiscountScope
 from shop.orders.models import Order, OrderStatus, PendingOrder
 from shop.payments.provider import ChargeStatus, ProviderCharge
 from tests.factories import (
     assert_problem,
     charges_for,
+    make_discount,
     make_product,
     make_user,
     pay,
@@ -178,3 +180,15 @@ async def test_payment_input_is_validated(client: AsyncClient, app: FastAPI) -> 
         )
         assert_problem(response, 422, "validation_error")
     assert await ProviderCharge.count() == 0
+
+
+async def test_a_fully_discounted_order_is_paid_with_a_zero_charge(
+    client: AsyncClient, app: FastAPI
+) -> None:
+    account = await make_user(app)
+    await make_discount(scope=DiscountScope.cart, kind=DiscountKind.percent, value="100")
+    order = await place_order(client, account, (await make_product(price="3.00"), 1))
+    assert order["total"] == "0.00"
+    paid = await pay(client, account, order["id"])
+    assert paid.json()["status"] == "paid"
+    assert [c.amount for c in await charges_for(order["id"])] == [Decimal("0.00")]

@@ -24,6 +24,7 @@ class CartLineOut(BaseModel):
     discount: Money
     line_total: Money
     available: bool = Field(description="False when the product was withdrawn; not in the totals")
+    in_stock: bool = Field(description="False when less than this quantity is left to order")
 
 
 class CartDiscountOut(BaseModel):

@@ -210,7 +210,7 @@ class Order(VersionedDocument):
             raise OrderAlreadyPaid()
         if self.status is OrderStatus.cancelled or as_utc(self.expires_at) <= now:
             raise OrderExpired()
-        if not self.lines or self.total <= ZERO:
+        if not self.lines:
             raise OrderEmpty()
         if self.payment_is_running(now):
             raise PaymentInProgress()

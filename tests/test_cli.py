@@ -1,0 +1,73 @@
+"""`shop serve` as a newcomer runs it: no database configured, demo data on."""
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+SHOP = Path(sys.executable).parent / "shop"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _get(url: str) -> tuple[int, Any]:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        body = response.read()
+        is_json = response.headers.get_content_type() == "application/json"
+        return response.status, json.loads(body) if is_json else body
+
+
+def _serve(data_dir: Path, port: int) -> tuple[list[dict[str, Any]], int]:
+    """Run the service until it answers, read the catalog, stop it with SIGTERM."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SHOP_")}
+    env |= {"SHOP_DATA_DIR": str(data_dir), "SHOP_DEMO_DATA": "true"}
+    process = subprocess.Popen(
+        [str(SHOP), "serve", "--port", str(port), "--workers", "2"],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                status, catalog = _get(f"http://127.0.0.1:{port}/products/?limit=100")
+                break
+            except OSError:
+                assert process.poll() is None, "shop serve exited"
+                assert time.monotonic() < deadline, "shop serve did not answer"
+                time.sleep(0.3)
+        assert status == 200
+        assert _get(f"http://127.0.0.1:{port}/docs")[0] == 200
+        assert _get(f"http://127.0.0.1:{port}/openapi.json")[1]["info"]["title"] == "shop"
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, log = process.communicate(timeout=60)
+    assert process.returncode == 0, log
+    database_port = int(re.findall(r"embedded database at mongodb://127.0.0.1:(\d+)", log)[0])
+    return catalog["items"], database_port
+
+
+def test_serve_runs_on_an_embedded_database_that_keeps_its_data(tmp_path: Path) -> None:
+    first, database_port = _serve(tmp_path, _free_port())
+    assert len(first) >= 5
+    assert (tmp_path / "db").is_dir()
+    assert (tmp_path / "secret_key").exists()
+    # The embedded database stopped with the service.
+    with socket.socket() as probe:
+        assert probe.connect_ex(("127.0.0.1", database_port)) != 0
+
+    again, _ = _serve(tmp_path, _free_port())
+    assert [p["id"] for p in again] == [p["id"] for p in first]  # kept, and not seeded twice
