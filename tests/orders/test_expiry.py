@@ -11,7 +11,7 @@ from shop.clock import utcnow
 from shop.config import AppSettings
 from shop.orders.models import Order, OrderStatus, PaymentAttempt, PendingOrder
 from shop.orders.service import sweep_overdue
-from shop.payments.provider import Charge, MockProvider
+from shop.payments.provider import Charge, MockProvider, ProviderRefund
 from tests.factories import (
     assert_problem,
     charges_for,
@@ -183,3 +183,37 @@ async def test_a_crashed_payment_that_did_not_charge_is_cancelled(
     assert await sweep_overdue(app.state.payment_providers) == 1
     assert await stock_of(product) == 5
     assert await charges_for(placed["id"]) == []
+
+
+async def test_paying_again_after_a_crash_that_charged_does_not_charge_twice(
+    client: AsyncClient, app: FastAPI
+) -> None:
+    """Inside the payment window: the customer retries with a new key after the crash."""
+    account = await make_user(app)
+    placed = await place_order(client, account, (await make_product(stock=5), 1))
+    order, attempt = await start_payment_then_crash(placed["id"])
+    await app.state.payment_providers["mock"].charge(
+        key=attempt.charge_key(order.id), amount=order.total, currency="EUR", method="pm_card_visa"
+    )
+    await asyncio.sleep(1.1)  # the crashed attempt's hold runs out
+
+    reads = await asyncio.gather(
+        *(client.get(f"/order/{placed['id']}/", headers=account.headers) for _ in range(5))
+    )
+    assert {r.json()["status"] for r in reads} == {"paid"}
+    assert_problem(await pay(client, account, placed["id"]), 409, "order_already_paid")
+    assert len(await charges_for(placed["id"])) == 1
+    assert await ProviderRefund.count() == 0
+
+
+async def test_paying_again_after_a_crash_that_did_not_charge_works(
+    client: AsyncClient, app: FastAPI
+) -> None:
+    account = await make_user(app)
+    placed = await place_order(client, account, (await make_product(stock=5), 1))
+    await start_payment_then_crash(placed["id"])
+    assert_problem(await pay(client, account, placed["id"]), 409, "payment_in_progress")
+    await asyncio.sleep(1.1)
+    paid = await pay(client, account, placed["id"])
+    assert paid.json()["status"] == "paid"
+    assert [c.key.rsplit("-", 1)[1] for c in await charges_for(placed["id"])] == ["2"]

@@ -168,20 +168,22 @@ async def expire_if_overdue(order: Order, providers: Providers, now: datetime) -
 
 
 async def settle_overdue(order: Order, providers: Providers, now: datetime) -> tuple[Order, bool]:
-    """Cancel an order whose payment window closed, releasing its stock exactly once.
+    """Bring an unpaid order up to date: finish a crashed payment, enforce the deadline.
 
-    MongoDB's TTL monitor is not prompt, so every read comes here. An attempt that still
-    holds the order keeps it; a stale one is first reconciled with its provider, since the
-    charge may have succeeded before its process stopped. Returns the order and whether
-    this call moved it.
+    A payment attempt whose hold ran out belongs to a process that stopped: its charge may
+    have gone through, so the provider is asked first, and a successful charge pays the
+    order. Then, since MongoDB's TTL monitor is not prompt, the deadline is checked here, on
+    every read: an order past it is cancelled and its stock released, exactly once.
+    Returns the order and whether this call moved it.
     """
-    if not order.is_overdue(now):
-        return order, False
     attempt = order.payment_in_progress
-    if attempt is not None:
+    if attempt is not None and not order.payment_is_running(now):
         charge = await providers[attempt.provider].retrieve(attempt.charge_key(order.id))
         if charge is not None and charge.status is ChargeStatus.succeeded:
-            return await _settle_success(order, attempt, charge, providers, now), True
+            settled = await _settle_success(order, attempt, charge, providers, now)
+            return settled, settled is order  # or another reader settled it first
+    if not order.is_overdue(now):
+        return order, False
 
     async def cancel(session: AsyncClientSession) -> Order | None:
         cancelled: Order = order.model_copy(deep=True)
@@ -256,6 +258,10 @@ async def _settle_success(
     )
     order.pay(payment, attempt)
     if not await order.save_if_unchanged():
+        fresh = await Order.get(order.id)
+        assert fresh is not None
+        if fresh.payment is not None and fresh.payment.payment_id == charge.payment_id:
+            return fresh  # another reader settled this same charge first
         # The order moved while the charge ran (cancelled after the hold ran out, say):
         # the money goes back and the customer is told why.
         await provider.refund(
