@@ -20,10 +20,13 @@ from pydantic import BaseModel, Field
 from pymongo import ASCENDING, IndexModel
 from pymongo.errors import DuplicateKeyError
 
-from shop.clock import utcnow
+from shop.clock import as_utc, utcnow
 from shop.errors import PROBLEM_JSON, Conflict, ShopError, Unprocessable
 
 REPLAYED_HEADER = "Idempotent-Replayed"
+# How long a request may hold its key while running. Longer than a payment attempt holds
+# its order, so a retry that takes over finds a crashed attempt ready to be reconciled.
+RUNNING_LEASE = timedelta(seconds=60)
 
 
 class IdempotencyKeyMissing(ShopError):
@@ -63,6 +66,7 @@ class IdempotencyRecord(Document):
     status_code: int | None = None
     body: Any = None
     created_at: datetime = Field(default_factory=utcnow)
+    started_at: datetime = Field(default_factory=utcnow)
     expires_at: Annotated[datetime, Indexed(expireAfterSeconds=0)]
 
     class Settings:
@@ -75,7 +79,7 @@ class IdempotencyRecord(Document):
         ]
 
 
-def _fingerprint(operation: str, request: Any) -> str:
+def fingerprint(operation: str, request: Any) -> str:
     canonical = json.dumps(
         {"operation": operation, "request": jsonable_encoder(request)}, sort_keys=True
     )
@@ -105,13 +109,18 @@ async def run_once(
         user_id=user_id,
         operation=operation,
         key=key,
-        fingerprint=_fingerprint(operation, request),
+        fingerprint=fingerprint(operation, request),
         expires_at=now + keep,
     )
     try:
         await record.insert()
     except DuplicateKeyError:
-        return await _replay(record)
+        first = await _first_with_key(record)
+        if first.state is RecordState.done:
+            return _replay(first)
+        if not await _take_over_abandoned(first, now):
+            raise IdempotencyKeyInUse() from None
+        record = first
 
     try:
         result = await action()
@@ -134,7 +143,7 @@ async def run_once(
 TRANSIENT_CONFLICTS = {"payment_in_progress", "concurrent_update"}
 
 
-async def _replay(attempt: IdempotencyRecord) -> JSONResponse:
+async def _first_with_key(attempt: IdempotencyRecord) -> IdempotencyRecord:
     first = await IdempotencyRecord.find_one(
         {"user_id": attempt.user_id, "operation": attempt.operation, "key": attempt.key}
     )
@@ -142,8 +151,23 @@ async def _replay(attempt: IdempotencyRecord) -> JSONResponse:
         raise IdempotencyKeyInUse()
     if first.fingerprint != attempt.fingerprint:
         raise IdempotencyKeyReused()
-    if first.state is RecordState.running or first.status_code is None:
-        raise IdempotencyKeyInUse()
+    return first
+
+
+async def _take_over_abandoned(first: IdempotencyRecord, now: datetime) -> bool:
+    """A request still ``running`` after the lease belongs to a process that stopped: the
+    retry takes its place (once, however many retries arrive together)."""
+    if as_utc(first.started_at) > now - RUNNING_LEASE:
+        return False
+    taken = await IdempotencyRecord.get_pymongo_collection().update_one(
+        {"_id": first.id, "state": RecordState.running.value, "started_at": first.started_at},
+        {"$set": {"started_at": now}},
+    )
+    return taken.modified_count == 1
+
+
+def _replay(first: IdempotencyRecord) -> JSONResponse:
+    assert first.status_code is not None
     media_type = PROBLEM_JSON if first.status_code >= 400 else "application/json"
     return JSONResponse(
         first.body,

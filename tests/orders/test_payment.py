@@ -1,12 +1,16 @@
 import asyncio
 import uuid
+from datetime import timedelta
 from decimal import Decimal
 
 from fastapi import FastAPI
 from httpx import AsyncClient
 
+from shop.clock import utcnow
 from shop.discounts.models import DiscountKind, DiscountScope
+from shop.idempotency import RUNNING_LEASE, IdempotencyRecord, fingerprint
 from shop.orders.models import Order, OrderStatus, PendingOrder
+from shop.orders.schemas import PayRequest
 from shop.payments.provider import ChargeStatus, ProviderCharge
 from tests.factories import (
     assert_problem,
@@ -192,3 +196,32 @@ async def test_a_fully_discounted_order_is_paid_with_a_zero_charge(
     paid = await pay(client, account, order["id"])
     assert paid.json()["status"] == "paid"
     assert [c.amount for c in await charges_for(order["id"])] == [Decimal("0.00")]
+
+
+async def test_a_key_left_running_by_a_stopped_process_is_taken_over_after_its_lease(
+    client: AsyncClient, app: FastAPI
+) -> None:
+    account = await make_user(app)
+    order = await place_order(client, account, (await make_product(), 1))
+    request = PayRequest(order_id=order["id"], provider="mock", payment_method="pm_card_visa")
+    now = utcnow()
+    stuck = IdempotencyRecord(
+        user_id=account.id,
+        operation="order.pay",
+        key="stuck-key",
+        fingerprint=fingerprint("order.pay", request),
+        started_at=now,
+        expires_at=now + timedelta(days=1),
+    )
+    await stuck.insert()
+    assert_problem(
+        await pay(client, account, order["id"], key="stuck-key"), 409, "idempotency_key_in_use"
+    )
+
+    await stuck.set({IdempotencyRecord.started_at: now - RUNNING_LEASE - timedelta(seconds=1)})
+    taken_over = await pay(client, account, order["id"], key="stuck-key")
+    assert taken_over.status_code == 200, taken_over.text
+    assert taken_over.json()["status"] == "paid"
+    replay = await pay(client, account, order["id"], key="stuck-key")
+    assert replay.json() == taken_over.json()
+    assert len(await charges_for(order["id"])) == 1
