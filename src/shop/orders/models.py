@@ -24,7 +24,7 @@ class OrderStatus(StrEnum):
 ALLOWED_TRANSITIONS: dict[OrderStatus, set[OrderStatus]] = {
     OrderStatus.pending_payment: {OrderStatus.paid, OrderStatus.cancelled},
     OrderStatus.paid: {OrderStatus.partially_returned, OrderStatus.returned},
-    OrderStatus.partially_returned: {OrderStatus.partially_returned, OrderStatus.returned},
+    OrderStatus.partially_returned: {OrderStatus.returned},
     OrderStatus.returned: set(),
     OrderStatus.cancelled: set(),
 }
