@@ -16,6 +16,10 @@ class InsufficientStock(Conflict):
     code, title = "insufficient_stock", "Not enough stock"
 
 
+class CartBusy(Conflict):
+    code, title = "cart_busy", "The cart is changing too fast; try again"
+
+
 class CartItemNotFound(NotFound):
     code, title = "cart_item_not_found", "Product not in cart"
 
@@ -106,7 +110,7 @@ class Cart(Document):
                     products=[str(product.id)],
                 )
             # The line changed between the two updates (removed or added concurrently): again.
-        raise Conflict("The cart is changing too fast; try again")
+        raise CartBusy()
 
     @classmethod
     async def remove_item(
