@@ -304,3 +304,18 @@ async def age_returns(by: timedelta) -> None:
         await ReturnRequest.get_pymongo_collection().update_one(
             {"_id": request.id}, {"$set": {"updated_at": request.updated_at - by}}
         )
+
+
+async def test_an_order_without_returns_has_an_empty_return_status(
+    client: AsyncClient, app: FastAPI
+) -> None:
+    account = await make_user(app)
+    order = await make_paid_order(client, account, (await make_product(price="2.50"), 1))
+    status = await client.get(f"/order/{order['id']}/return_status/", headers=account.headers)
+    assert status.status_code == 200
+    assert status.json() == {
+        "order_id": order["id"],
+        "order_status": "paid",
+        "refunded_total": "0.00",
+        "returns": [],
+    }
