@@ -8,8 +8,8 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from shop.accounts.router import ensure_admin
 from shop.accounts.router import router as accounts_router
+from shop.accounts.service import ensure_admin
 from shop.background import run_sweeper
 from shop.cart.router import router as cart_router
 from shop.catalog.router import router as catalog_router
@@ -40,7 +40,6 @@ def create_app(settings: AppSettings | None = None) -> FastAPI:
                 await ensure_admin(settings.admin_email, settings.admin_password.get_secret_value())
             if settings.demo_data and (created := await create_demo_catalog()):
                 log.info("created %d demo products", created)
-            app.state.mongo = client
             sweeper = asyncio.create_task(
                 run_sweeper(app.state.payment_providers, settings.sweep_interval_seconds)
             )

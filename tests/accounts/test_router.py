@@ -5,8 +5,8 @@ from fastapi import FastAPI
 from httpx import AsyncClient
 
 from shop.accounts.models import Role, User
-from shop.accounts.router import ensure_admin
 from shop.accounts.security import ALGORITHM
+from shop.accounts.service import ensure_admin
 from shop.clock import utcnow
 from tests.factories import assert_problem, make_user
 

@@ -4,7 +4,7 @@ from fastapi import APIRouter, Depends, status
 from fastapi.security import OAuth2PasswordRequestForm
 from pymongo.errors import DuplicateKeyError
 
-from shop.accounts.models import Role, User
+from shop.accounts.models import User
 from shop.accounts.schemas import RegisterRequest, TokenOut, UserOut
 from shop.accounts.security import (
     Principal,
@@ -12,7 +12,6 @@ from shop.accounts.security import (
     hash_password,
     verify_password,
 )
-from shop.clock import utcnow
 from shop.deps import CurrentUser, Settings, SigningKey
 from shop.errors import Conflict, InvalidCredentials, NotFound, responses
 
@@ -60,15 +59,3 @@ async def me(principal: CurrentUser) -> UserOut:
     if user is None:
         raise NotFound("The account no longer exists")
     return _out(user)
-
-
-async def ensure_admin(email: str, password: str) -> None:
-    """The configured admin account exists, with the configured password."""
-    await User.get_pymongo_collection().update_one(
-        {"email": email.lower()},
-        {
-            "$set": {"password_hash": await hash_password(password), "role": Role.admin.value},
-            "$setOnInsert": {"email": email.lower(), "created_at": utcnow()},
-        },
-        upsert=True,
-    )
