@@ -1,4 +1,4 @@
-"""Exact money. Amounts are ``Decimal`` in the API and Decimal128 in MongoDB, never float."""
+"""Exact money. Amounts are ``Decimal`` in the API and Decimal128 in MongoDB, never binary floating point."""
 
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Annotated
@@ -17,7 +17,7 @@ def round_money(amount: Decimal) -> Decimal:
 _as_string = PlainSerializer(lambda d: str(round_money(d)), return_type=str, when_used="json")
 
 # An amount in API payloads: a JSON string or number, at most 2 decimal places, rendered as a
-# string so no client parses it into a float by accident.
+# string so no client parses it into a binary floating-point number by accident.
 # Validated amounts are brought to exactly 2 places, so 5 is stored as 5.00.
 _two_places = AfterValidator(lambda d: d.quantize(CENT))
 Money = Annotated[Decimal, Field(ge=0, max_digits=14, decimal_places=2), _two_places, _as_string]
