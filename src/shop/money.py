@@ -1,4 +1,4 @@
-"""Exact money. Amounts are ``Decimal`` in the API and Decimal128 in MongoDB, never binary floating point."""
+"""Exact money: ``Decimal`` in the API, Decimal128 in MongoDB, never binary floating point."""
 
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Annotated
