@@ -217,3 +217,35 @@ async def test_paying_again_after_a_crash_that_did_not_charge_works(
     paid = await pay(client, account, placed["id"])
     assert paid.json()["status"] == "paid"
     assert [c.key.rsplit("-", 1)[1] for c in await charges_for(placed["id"])] == ["2"]
+
+
+async def test_a_charge_that_lands_after_the_order_was_cancelled_is_refunded(
+    client: AsyncClient,
+    app: FastAPI,
+    short_timeout: AppSettings,
+    slow_provider: SlowProvider,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The charge outlives its attempt's hold; meanwhile the deadline passes and the sweeper
+    cancels the order. The late charge must not leave the customer paying for nothing."""
+    monkeypatch.setattr("shop.orders.service.PAYMENT_HOLD", timedelta(seconds=1))
+    short_timeout.payment_timeout_seconds = 1
+    account = await make_user(app)
+    product = await make_product(stock=5)
+    order = await place_order(client, account, (product, 1))
+
+    async def sweep_after_the_hold() -> int:
+        await asyncio.sleep(1.5)
+        return await sweep_overdue(app.state.payment_providers)
+
+    late, swept = await asyncio.gather(pay(client, account, order["id"]), sweep_after_the_hold())
+    assert swept == 1
+    assert_problem(late, 409, "order_expired")
+    stored = await Order.get(order["id"])
+    assert stored is not None
+    assert stored.status is OrderStatus.cancelled
+    assert await stock_of(product) == 5
+    charges = await charges_for(order["id"])
+    refunds = await ProviderRefund.find_all().to_list()
+    assert [c.payment_id for c in charges] == [r.payment_id for r in refunds]
+    assert [r.amount for r in refunds] == [charges[0].amount]

@@ -106,12 +106,16 @@ class OrderLine(BaseModel):
     def refund_for(self, quantity: int) -> Decimal:
         """What ``quantity`` more units are worth: their share of what was paid for the line.
 
-        The return that completes the line takes what is left, so the line's refunds add up
-        to its net total exactly.
+        Shares are rounded cumulatively: after ``n`` of ``q`` units the line has refunded
+        ``round(net_total * n / q)``, so no refund is negative and none exceeds what is left
+        (rounding each batch alone could hand out 5 × 0.02 of a 0.09 line). The return that
+        completes the line takes what is left: the line's refunds add up to its net total.
         """
+        net, claimed = Decimal(self.net_total), Decimal(self.claimed_amount)
         if self.claimed_quantity + quantity == self.quantity:
-            return Decimal(self.net_total) - Decimal(self.claimed_amount)
-        return round_money(Decimal(self.net_total) * quantity / self.quantity)
+            return net - claimed
+        due = round_money(net * (self.claimed_quantity + quantity) / self.quantity)
+        return max(due - claimed, ZERO)
 
 
 class AppliedCartDiscount(BaseModel):
