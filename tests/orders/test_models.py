@@ -108,7 +108,7 @@ def test_illegal_moves_are_refused() -> None:
 def test_refunds_split_the_line_and_the_last_takes_the_remainder() -> None:
     order = paid(an_order("89.99", 3))
     product = order.lines[0].product_id
-    # Cumulative shares: round(89.99 × 1/3) = 30.00, round(89.99 × 2/3) = 59.99, then all.
+    # Cumulative shares: round(89.99 * 1/3) = 30.00, round(89.99 * 2/3) = 59.99, then all.
     assert order.claim_return({product: 1}, NOW, WINDOW) == {product: Decimal("30.00")}
     assert order.claim_return({product: 1}, NOW, WINDOW) == {product: Decimal("29.99")}
     with pytest.raises(ReturnQuantityExceeded):

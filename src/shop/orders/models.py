@@ -108,7 +108,7 @@ class OrderLine(BaseModel):
 
         Shares are rounded cumulatively: after ``n`` of ``q`` units the line has refunded
         ``round(net_total * n / q)``, so no refund is negative and none exceeds what is left
-        (rounding each batch alone could hand out 5 × 0.02 of a 0.09 line). The return that
+        (rounding each batch alone could hand out 5 * 0.02 of a 0.09 line). The return that
         completes the line takes what is left: the line's refunds add up to its net total.
         """
         net, claimed = Decimal(self.net_total), Decimal(self.claimed_amount)
