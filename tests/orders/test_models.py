@@ -12,6 +12,7 @@ from shop.orders.models import (
     IllegalOrderTransition,
     Order,
     OrderAlreadyPaid,
+    OrderEmpty,
     OrderExpired,
     OrderLine,
     OrderStatus,
@@ -87,6 +88,14 @@ def test_only_the_holding_attempt_can_pay() -> None:
     order.pay(payment, second)
     assert (order.status, order.payment_in_progress) == (OrderStatus.paid, None)
     assert [h.status for h in order.status_history] == [OrderStatus.paid]
+
+
+def test_an_order_with_nothing_in_it_cannot_be_paid() -> None:
+    empty = an_order()
+    empty.lines = []
+    with pytest.raises(OrderEmpty):
+        empty.start_payment("mock", "pm_card_visa", NOW, HOLD)
+    assert empty.payment_attempts == 0
 
 
 def test_illegal_moves_are_refused() -> None:
