@@ -109,7 +109,10 @@ class EmbeddedMongo:
         with MongoClient(self.url, serverSelectionTimeoutMS=500) as probe:
             while True:
                 if self._process.poll() is not None:
-                    raise RuntimeError(f"embedded database exited with {self._process.returncode}")
+                    raise RuntimeError(
+                        f"the embedded database exited with {self._process.returncode}; is "
+                        f"another shop already using {self.storage_path}?"
+                    )
                 try:
                     probe.admin.command("ping")
                     return
