@@ -25,3 +25,8 @@ def test_development_key_is_made_once_and_kept(tmp_path: Path) -> None:
     assert len(key) >= 32
     assert AppSettings(data_dir=tmp_path, secret_key=None).signing_key() == key
     assert (tmp_path / "secret_key").read_text() == key
+
+
+def test_a_data_directory_serves_one_database_at_a_time(tmp_path: Path) -> None:
+    with EmbeddedMongo(tmp_path / "db"), pytest.raises(RuntimeError, match="already using"):
+        EmbeddedMongo(tmp_path / "db").start()
