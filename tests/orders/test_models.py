@@ -12,6 +12,7 @@ from shop.orders.models import (
     IllegalOrderTransition,
     Order,
     OrderAlreadyPaid,
+    OrderCancelled,
     OrderEmpty,
     OrderExpired,
     OrderLine,
@@ -102,12 +103,14 @@ def test_illegal_moves_are_refused() -> None:
     order = paid(an_order())
     with pytest.raises(OrderAlreadyPaid):
         order.check_payable(NOW)
-    with pytest.raises(IllegalOrderTransition):
-        order.cancel(CancelReason.payment_timeout, NOW)
+    with pytest.raises(OrderAlreadyPaid):
+        order.cancel(CancelReason.customer_request, NOW)
     late = an_order()
     with pytest.raises(OrderExpired):
         late.check_payable(NOW + timedelta(minutes=30))
     late.cancel(CancelReason.payment_timeout, NOW)
+    with pytest.raises(OrderCancelled):
+        late.cancel(CancelReason.customer_request, NOW)
     with pytest.raises(OrderExpired):
         late.start_payment("mock", "pm_card_visa", NOW, HOLD)
     with pytest.raises(ReturnNotAllowed):

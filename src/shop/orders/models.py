@@ -32,6 +32,7 @@ ALLOWED_TRANSITIONS: dict[OrderStatus, set[OrderStatus]] = {
 
 class CancelReason(StrEnum):
     payment_timeout = "payment_timeout"
+    customer_request = "customer_request"
 
 
 class OrderNotFound(NotFound):
@@ -48,6 +49,10 @@ class OrderAlreadyPaid(Conflict):
 
 class OrderExpired(Conflict):
     code, title = "order_expired", "Order cancelled: payment time ran out"
+
+
+class OrderCancelled(Conflict):
+    code, title = "order_cancelled", "Order already cancelled"
 
 
 class OrderEmpty(Conflict):
@@ -291,7 +296,12 @@ class Order(VersionedDocument):
             self._move(status, now)
 
     def cancel(self, reason: CancelReason, now: datetime) -> None:
-        if self.status is OrderStatus.pending_payment and self.payment_is_running(now):
+        """Only an unpaid order can be cancelled, and not while a payment attempt holds it."""
+        if self.status is OrderStatus.cancelled:
+            raise OrderCancelled()
+        if self.status is not OrderStatus.pending_payment:
+            raise OrderAlreadyPaid("A paid order is returned, not cancelled")
+        if self.payment_is_running(now):
             raise PaymentInProgress()
         self._move(OrderStatus.cancelled, now, reason.value)
         self.payment_in_progress = None

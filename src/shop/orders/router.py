@@ -19,6 +19,7 @@ from shop.orders import service
 from shop.orders.models import (
     Order,
     OrderAlreadyPaid,
+    OrderCancelled,
     OrderEmpty,
     OrderExpired,
     OrderNotFound,
@@ -122,6 +123,17 @@ async def order_history(
         user.id, providers, limit=limit, cursor=cursor, status=status
     )
     return OrderPage(items=[order_summary(o) for o in orders], next_cursor=next_cursor)
+
+
+@router.post(
+    "/{order_id}/cancel/",
+    responses=responses(OrderNotFound, OrderAlreadyPaid, OrderCancelled, PaymentInProgress),
+)
+async def cancel_order(
+    order_id: PydanticObjectId, user: CurrentUser, providers: PaymentProviders
+) -> OrderOut:
+    """Cancel an unpaid order. Its reserved stock and discount redemptions are released."""
+    return order_out(await service.cancel_order(order_id, user.id, providers))
 
 
 @router.get("/{order_id}/", responses=responses(OrderNotFound))

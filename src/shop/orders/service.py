@@ -185,22 +185,44 @@ async def settle_overdue(order: Order, providers: Providers, now: datetime) -> t
     if not order.is_overdue(now):
         return order, False
 
-    async def cancel(session: AsyncClientSession) -> Order | None:
-        cancelled: Order = order.model_copy(deep=True)
-        cancelled.cancel(CancelReason.payment_timeout, now)
-        if not await cancelled.save_if_unchanged(session):
-            return None  # someone else moved it first
-        await Product.restock(cancelled.reserved_stock, session)
-        await Discount.give_back(cancelled.redeemed_discounts, cancelled.user_id, session)
-        await PendingOrder.get_pymongo_collection().delete_one({"_id": order.id}, session=session)
-        return cancelled
-
-    if (cancelled := await in_transaction(cancel)) is not None:
+    if (cancelled := await _cancel(order, CancelReason.payment_timeout, now)) is not None:
         log.info("order %s cancelled: payment timeout", order.id)
         return cancelled, True
     fresh = await Order.get(order.id)
     assert fresh is not None
     return fresh, False
+
+
+async def cancel_order(
+    order_id: PydanticObjectId, user_id: PydanticObjectId, providers: Providers
+) -> Order:
+    """The customer cancels an unpaid order: its stock and discounts are released at once."""
+    for _ in range(3):
+        order = await order_of_user(order_id, user_id, providers)
+        if (cancelled := await _cancel(order, CancelReason.customer_request, utcnow())) is not None:
+            return cancelled
+        # It moved since it was read (a payment began, say): read it again, and the
+        # transition refuses with the reason if it can no longer be cancelled.
+    raise PaymentInProgress()
+
+
+async def _cancel(order: Order, reason: CancelReason, now: datetime) -> Order | None:
+    """Cancel and release what the order holds, in one transaction; exactly once.
+
+    Returns None when the order moved since it was read, and nothing was changed.
+    """
+
+    async def cancel(session: AsyncClientSession) -> Order | None:
+        cancelled: Order = order.model_copy(deep=True)
+        cancelled.cancel(reason, now)
+        if not await cancelled.save_if_unchanged(session):
+            return None
+        await Product.restock(cancelled.reserved_stock, session)
+        await Discount.give_back(cancelled.redeemed_discounts, cancelled.user_id, session)
+        await PendingOrder.get_pymongo_collection().delete_one({"_id": order.id}, session=session)
+        return cancelled
+
+    return await in_transaction(cancel)
 
 
 # -- payment ----------------------------------------------------------------------------------

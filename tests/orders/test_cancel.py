@@ -1,0 +1,89 @@
+import asyncio
+
+from fastapi import FastAPI
+from httpx import AsyncClient
+
+from shop.discounts.models import Discount, DiscountKind, DiscountScope
+from shop.orders.models import Order, OrderStatus, PendingOrder
+from tests.factories import (
+    add_to_cart,
+    apply_code,
+    assert_problem,
+    charges_for,
+    make_discount,
+    make_paid_order,
+    make_product,
+    make_user,
+    pay,
+    place_order,
+    stock_of,
+)
+
+
+async def test_a_customer_cancels_an_unpaid_order_and_everything_is_released(
+    client: AsyncClient, app: FastAPI
+) -> None:
+    account = await make_user(app)
+    product = await make_product(stock=5)
+    code = await make_discount(
+        scope=DiscountScope.cart, kind=DiscountKind.fixed, value="1.00", code="ONE", usage_limit=1
+    )
+    await add_to_cart(client, account, product, 2)
+    await apply_code(client, account, "ONE")
+    order = (await client.post("/order/create/", headers=account.headers)).json()
+    assert await stock_of(product) == 3
+
+    responses = await asyncio.gather(
+        *(client.post(f"/order/{order['id']}/cancel/", headers=account.headers) for _ in range(10))
+    )
+    assert sorted(r.status_code for r in responses) == [200] + [409] * 9
+    assert {r.json()["code"] for r in responses if r.status_code == 409} == {"order_cancelled"}
+    cancelled = next(r.json() for r in responses if r.status_code == 200)
+    assert cancelled["status"] == "cancelled"
+    assert cancelled["status_history"][-1]["reason"] == "customer_request"
+    assert await stock_of(product) == 5  # once, not ten times
+    fresh = await Discount.get(code.id)
+    assert fresh is not None
+    assert fresh.times_used == 0
+    assert await PendingOrder.get(order["id"]) is None
+    assert_problem(await pay(client, account, order["id"]), 409, "order_expired")
+
+
+async def test_paid_and_foreign_orders_cannot_be_cancelled(
+    client: AsyncClient, app: FastAPI
+) -> None:
+    ann = await make_user(app)
+    bob = await make_user(app)
+    product = await make_product(stock=5)
+    order = await make_paid_order(client, ann, (product, 1))
+    response = await client.post(f"/order/{order['id']}/cancel/", headers=ann.headers)
+    assert_problem(response, 409, "order_already_paid")
+    pending = await place_order(client, ann, (product, 1))
+    response = await client.post(f"/order/{pending['id']}/cancel/", headers=bob.headers)
+    assert_problem(response, 404, "order_not_found")
+    assert await stock_of(product) == 3
+
+
+async def test_cancel_racing_payment_ends_one_way(client: AsyncClient, app: FastAPI) -> None:
+    """Either the order is paid (and kept) or cancelled (and not charged), never both."""
+    for _ in range(5):
+        account = await make_user(app)
+        product = await make_product(stock=5)
+        order = await place_order(client, account, (product, 1))
+        paid, cancelled = await asyncio.gather(
+            pay(client, account, order["id"]),
+            client.post(f"/order/{order['id']}/cancel/", headers=account.headers),
+        )
+        stored = await Order.get(order["id"])
+        assert stored is not None
+        charges = [c for c in await charges_for(order["id"]) if c.status == "succeeded"]
+        if stored.status is OrderStatus.paid:
+            assert (paid.status_code, cancelled.status_code) == (200, 409)
+            assert len(charges) == 1
+            assert await stock_of(product) == 4
+        else:
+            assert stored.status is OrderStatus.cancelled
+            assert cancelled.status_code == 200
+            assert paid.status_code == 409
+            assert charges == []
+            assert await stock_of(product) == 5
