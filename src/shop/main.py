@@ -17,6 +17,7 @@ from shop.config import AppSettings, get_settings
 from shop.db import connect, init_database
 from shop.demo import create_demo_catalog
 from shop.discounts.router import router as discounts_router
+from shop.docs import install_docs
 from shop.errors import RejectControlCharacters, install_error_handlers, problem_openapi
 from shop.orders.router import router as orders_router
 from shop.payments.provider import MockProvider
@@ -55,11 +56,14 @@ def create_app(settings: AppSettings | None = None) -> FastAPI:
         version="0.1.0",
         summary="Online store backend: catalog, cart, orders, payments, discounts and returns.",
         lifespan=lifespan,
+        docs_url=None,  # served by install_docs, without a CDN
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.signing_key = settings.signing_key()
     app.state.payment_providers = {"mock": MockProvider()}
     install_error_handlers(app)
+    install_docs(app)
     app.add_middleware(RejectControlCharacters)
     app.openapi = lambda: problem_openapi(app)  # type: ignore[method-assign]
     for router in (
