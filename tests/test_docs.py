@@ -14,6 +14,9 @@ async def test_docs_are_served_without_a_cdn(client: AsyncClient) -> None:
         assert len(served.content) > 10_000
     assert (await client.get("/docs/oauth2-redirect")).status_code == 200
     schema = (await client.get("/openapi.json")).json()
-    assert schema["components"]["securitySchemes"]["OAuth2PasswordBearer"]["flows"]["password"][
-        "tokenUrl"
-    ] == "/auth/token"
+    assert (
+        schema["components"]["securitySchemes"]["OAuth2PasswordBearer"]["flows"]["password"][
+            "tokenUrl"
+        ]
+        == "/auth/token"
+    )
