@@ -34,6 +34,8 @@ def base_settings(database_url: str, tmp_path_factory: pytest.TempPathFactory) -
         data_dir=tmp_path_factory.mktemp("data"),
         secret_key=SecretStr("test-signing-key-of-sufficient-length-for-hs256"),
         demo_data=False,
+        # Tests sweep when they mean to; a background sweep could race them.
+        sweep_interval_seconds=24 * 3600,
     )
 
 

@@ -7,6 +7,7 @@ import pytest
 from fastapi import FastAPI
 from httpx import AsyncClient
 
+from shop.background import run_sweeper
 from shop.clock import utcnow
 from shop.config import AppSettings
 from shop.orders.models import Order, OrderStatus, PaymentAttempt, PendingOrder
@@ -249,3 +250,23 @@ async def test_a_charge_that_lands_after_the_order_was_cancelled_is_refunded(
     refunds = await ProviderRefund.find_all().to_list()
     assert [c.payment_id for c in charges] == [r.payment_id for r in refunds]
     assert [r.amount for r in refunds] == [charges[0].amount]
+
+
+async def test_the_background_sweeper_runs_on_its_own(
+    client: AsyncClient, app: FastAPI, short_timeout: AppSettings
+) -> None:
+    account = await make_user(app)
+    product = await make_product(stock=5)
+    order = await place_order(client, account, (product, 2))
+    sweeper = asyncio.create_task(run_sweeper(app.state.payment_providers, every=0.2))
+    try:
+        for _ in range(50):
+            await asyncio.sleep(0.1)
+            stored = await Order.get(order["id"])
+            assert stored is not None
+            if stored.status is OrderStatus.cancelled:
+                break
+    finally:
+        sweeper.cancel()
+    assert stored.status is OrderStatus.cancelled
+    assert await stock_of(product) == 5
