@@ -162,7 +162,12 @@ class Discount(Document):
             if taken.modified_count == 0:
                 raise DiscountUsedUp(f"{discount.code or discount.name} is no longer available")
             assert discount.id is not None
-            if not await DiscountUsage.take(discount.id, user_id, discount.per_user_limit, session):
+            limit = discount.per_user_limit
+            # Per-user uses are counted while there is a per-user limit to enforce: a sale
+            # without one costs no extra writes at checkout.
+            if limit is not None and not await DiscountUsage.take(
+                discount.id, user_id, limit, session
+            ):
                 raise DiscountPerUserLimitReached()
 
     @classmethod
@@ -212,13 +217,11 @@ class DiscountUsage(Document):
         cls,
         discount_id: PydanticObjectId,
         user_id: PydanticObjectId,
-        limit: int | None,
+        limit: int,
         session: AsyncClientSession,
     ) -> bool:
         """One more use for this user, if their limit allows it."""
-        query: dict[str, object] = {"discount_id": discount_id, "user_id": user_id}
-        if limit is not None:
-            query["used"] = {"$lt": limit}
+        query = {"discount_id": discount_id, "user_id": user_id, "used": {"$lt": limit}}
         counters = cls.get_pymongo_collection()
         taken = await counters.update_one(query, {"$inc": {"used": 1}}, session=session)
         if taken.modified_count == 1:
@@ -231,4 +234,4 @@ class DiscountUsage(Document):
         await counters.insert_one(
             {"discount_id": discount_id, "user_id": user_id, "used": 1}, session=session
         )
-        return limit is None or limit >= 1
+        return limit >= 1
