@@ -12,9 +12,17 @@ from httpx import AsyncClient, Response
 
 from shop.catalog.models import Product
 from shop.clock import utcnow
+from shop.discounts.models import DiscountKind, DiscountScope
 from shop.orders.models import Order, OrderStatus
 from tests.conftest import CommandLog
-from tests.factories import add_to_cart, make_product, make_user, pay, place_order
+from tests.factories import (
+    add_to_cart,
+    make_discount,
+    make_product,
+    make_user,
+    pay,
+    place_order,
+)
 
 
 async def round_trips(db_commands: CommandLog, request: Awaitable[Response]) -> list[str]:
@@ -102,3 +110,28 @@ async def test_hot_queries_use_indexes(app: FastAPI) -> None:
     catalog = await winning_stage(Product.get_pymongo_collection(), {"active": True}, [("_id", 1)])
     for plan in (user_orders, filtered, overdue, catalog):
         assert "IXSCAN" in plan and "COLLSCAN" not in plan, plan
+
+
+async def test_a_sale_costs_checkout_one_counted_redemption(
+    client: AsyncClient, app: FastAPI, db_commands: CommandLog
+) -> None:
+    account = await make_user(app)
+    product = await make_product(stock=10)
+    await make_discount(
+        scope=DiscountScope.product, kind=DiscountKind.percent, value="10", product_ids=[product.id]
+    )
+    await add_to_cart(client, account, product, 1)
+    checkout = await round_trips(
+        db_commands, client.post("/order/create/", headers=account.headers)
+    )
+    assert checkout == [
+        "find carts",
+        "find products",
+        "find discounts",
+        "update products",
+        "update discounts",  # usage_limit bookkeeping; no per-user counter without a limit
+        "insert orders",
+        "insert pending_orders",
+        "update carts",
+        "commitTransaction",
+    ]
