@@ -163,7 +163,7 @@ async def _take_over_abandoned(first: IdempotencyRecord, now: datetime) -> bool:
         {"_id": first.id, "state": RecordState.running.value, "started_at": first.started_at},
         {"$set": {"started_at": now}},
     )
-    return taken.modified_count == 1
+    return taken.matched_count == 1
 
 
 def _replay(first: IdempotencyRecord) -> JSONResponse:

@@ -70,3 +70,14 @@ async def test_refunds_are_idempotent_and_never_exceed_the_charge() -> None:
     ]
     with pytest.raises(RefundFailed):
         await provider.refund(key="r4", payment_id="ch_unknown", amount=Decimal("1.00"))
+
+
+async def test_a_zero_amount_charge_can_be_refunded() -> None:
+    """A fully discounted order is charged 0.00; returning it refunds 0.00, not an error."""
+    provider = MockProvider()
+    charge = await provider.charge(
+        key="k4", amount=Decimal("0.00"), currency="EUR", method="pm_card_visa"
+    )
+    refund = await provider.refund(key="r5", payment_id=charge.payment_id, amount=Decimal("0.00"))
+    assert refund.amount == Decimal("0.00")
+    assert await ProviderRefund.count() == 1

@@ -48,7 +48,7 @@ class Product(Document):
             {"$inc": {"stock": -quantity}},
             session=session,
         )
-        return result.modified_count == 1
+        return result.matched_count == 1
 
     @classmethod
     async def restock(

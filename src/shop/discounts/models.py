@@ -159,7 +159,7 @@ class Discount(Document):
             taken = await cls.get_pymongo_collection().update_one(
                 query, {"$inc": {"times_used": 1}}, session=session
             )
-            if taken.modified_count == 0:
+            if taken.matched_count == 0:
                 raise DiscountUsedUp(f"{discount.code or discount.name} is no longer available")
             assert discount.id is not None
             limit = discount.per_user_limit
@@ -224,7 +224,7 @@ class DiscountUsage(Document):
         query = {"discount_id": discount_id, "user_id": user_id, "used": {"$lt": limit}}
         counters = cls.get_pymongo_collection()
         taken = await counters.update_one(query, {"$inc": {"used": 1}}, session=session)
-        if taken.modified_count == 1:
+        if taken.matched_count == 1:
             return True
         if await counters.find_one(
             {"discount_id": discount_id, "user_id": user_id}, session=session

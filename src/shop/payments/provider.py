@@ -206,7 +206,7 @@ class MockProvider:
                 {"$inc": {"amount_refunded": Decimal128(amount)}},
                 session=session,
             )
-            if taken.modified_count == 0:
+            if taken.matched_count == 0:
                 raise RefundExceedsCharge()
             await record.insert(session=session)
             return record.as_refund()

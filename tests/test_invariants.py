@@ -1,0 +1,126 @@
+"""Many customers at once doing everything a shop allows, then the books must balance.
+
+Stock: every unit is in stock, reserved by an unpaid order, or sold and not returned.
+Money: what the provider charged minus what it refunded is what the paid orders keep.
+"""
+
+import asyncio
+import random
+from collections import Counter
+from decimal import Decimal
+
+from fastapi import FastAPI
+from httpx import AsyncClient
+
+from shop.catalog.models import Product
+from shop.discounts.models import DiscountKind, DiscountScope
+from shop.orders.models import Order, OrderStatus
+from shop.payments.provider import ChargeStatus, ProviderCharge, ProviderRefund
+from shop.returns.models import ReturnRequest, ReturnStatus
+from tests.factories import (
+    Account,
+    add_to_cart,
+    apply_code,
+    make_discount,
+    make_product,
+    make_user,
+    pay,
+    request_return,
+)
+
+STOCK = 12
+
+
+async def shopper(
+    client: AsyncClient, account: Account, products: list[Product], seed: int
+) -> None:
+    rng = random.Random(seed)
+    for product in rng.sample(products, rng.randint(1, len(products))):
+        await add_to_cart(client, account, product, rng.randint(1, 3))
+    if rng.random() < 0.3:
+        await apply_code(client, account, "SAVE5")
+    created = await client.post("/order/create/", headers=account.headers)
+    if created.status_code != 201:
+        return
+    order = created.json()
+    action = rng.choice(["pay", "pay", "pay", "decline-then-pay", "cancel", "leave"])
+    if action == "cancel":
+        await client.post(f"/order/{order['id']}/cancel/", headers=account.headers)
+        return
+    if action == "leave":
+        return
+    if action == "decline-then-pay":
+        await pay(client, account, order["id"], method="pm_card_chargeDeclined")
+    paid = await pay(client, account, order["id"])
+    if paid.status_code != 200 or rng.random() < 0.4:
+        return
+    lines = paid.json()["lines"]
+    line = rng.choice(lines)
+    by_id = {str(p.id): p for p in products}
+    await asyncio.gather(  # a double-click on "return"
+        *(
+            request_return(
+                client,
+                account,
+                order["id"],
+                (by_id[line["product_id"]], rng.randint(1, line["quantity"])),
+            )
+            for _ in range(2)
+        )
+    )
+
+
+async def test_stock_and_money_balance_after_a_busy_hour(client: AsyncClient, app: FastAPI) -> None:
+    products = [await make_product(price=price, stock=STOCK) for price in ("9.99", "33.33", "0.10")]
+    await make_discount(
+        scope=DiscountScope.product,
+        kind=DiscountKind.percent,
+        value="15",
+        product_ids=[products[1].id],
+    )
+    await make_discount(
+        scope=DiscountScope.cart, kind=DiscountKind.fixed, value="5.00", code="SAVE5", usage_limit=4
+    )
+    customers = [await make_user(app) for _ in range(30)]
+    await asyncio.gather(*(shopper(client, c, products, seed) for seed, c in enumerate(customers)))
+
+    orders = await Order.find_all().to_list()
+    statuses = Counter(o.status for o in orders)
+    assert (
+        statuses[OrderStatus.paid]
+        + statuses[OrderStatus.partially_returned]
+        + statuses[OrderStatus.returned]
+        > 0
+    ), statuses  # the run exercised payment
+    for product in products:
+        fresh = await Product.get(product.id)
+        assert fresh is not None
+        held = sum(
+            line.quantity - line.returned_quantity
+            for order in orders
+            if order.status is not OrderStatus.cancelled
+            for line in order.lines
+            if line.product_id == product.id
+        )
+        assert fresh.stock >= 0
+        assert fresh.stock + held == STOCK, (product.name, fresh.stock, held)
+
+    charges = await ProviderCharge.find(ProviderCharge.status == ChargeStatus.succeeded).to_list()
+    refunds = await ProviderRefund.find_all().to_list()
+    kept = sum(
+        (Decimal(o.total) - Decimal(o.refunded_total) for o in orders if o.payment), Decimal(0)
+    )
+    charged = sum((Decimal(c.amount) for c in charges), Decimal(0))
+    refunded = sum((Decimal(r.amount) for r in refunds), Decimal(0))
+    assert charged - refunded == kept
+    assert len(charges) == sum(1 for o in orders if o.payment)  # one charge per paid order
+    for order in orders:
+        if order.payment:
+            assert order.payment.amount == order.total
+        assert Decimal(order.refunded_total) <= Decimal(order.total)
+
+    returns = await ReturnRequest.find_all().to_list()
+    assert all(r.status is ReturnStatus.refunded for r in returns), [r.status for r in returns]
+    assert sorted(r.key for r in refunds) == sorted(r.refund_key for r in returns)
+    redeemed = sum(1 for o in orders if o.cart_discount and o.status is not OrderStatus.cancelled)
+    assert redeemed <= 4
