@@ -140,7 +140,7 @@ async def run_once(
 
 
 # Conflicts that come from another request racing this one; the same key may be retried.
-TRANSIENT_CONFLICTS = {"payment_in_progress"}
+TRANSIENT_CONFLICTS = {"payment_in_progress", "concurrent_update"}
 
 
 async def _first_with_key(attempt: IdempotencyRecord) -> IdempotencyRecord:
