@@ -21,6 +21,9 @@ class ShopError(Exception):
     status: ClassVar[int] = 400
     code: ClassVar[str] = "bad_request"
     title: ClassVar[str] = "Bad request"
+    # True when the refusal comes from another request racing this one: it says nothing
+    # about this request, which may be retried as it is (with the same Idempotency-Key).
+    transient: ClassVar[bool] = False
 
     def __init__(self, detail: str | None = None, **extra: Any) -> None:
         super().__init__(detail or self.title)
@@ -37,6 +40,11 @@ class NotFound(ShopError):
 
 class Conflict(ShopError):
     status, code, title = 409, "conflict", "Conflict"
+
+
+class ConcurrentUpdate(Conflict):
+    code, title = "concurrent_update", "Changed by another request meanwhile; try again"
+    transient = True
 
 
 class Unprocessable(ShopError):

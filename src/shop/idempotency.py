@@ -98,9 +98,9 @@ async def run_once(
 ) -> JSONResponse:
     """Run ``action`` once per (user, operation, key); replay its outcome afterwards.
 
-    Refusals (``ShopError``) are outcomes too and are replayed, except conflicts with a
-    concurrent request, which say nothing about this one. An unexpected failure forgets
-    the key, so the client can retry with it.
+    Refusals (``ShopError``) are outcomes too and are replayed, except transient ones (a
+    concurrent request got in the way), which say nothing about this one. An unexpected
+    failure forgets the key, so the client can retry with it.
     """
     if key is None:
         raise IdempotencyKeyMissing()
@@ -125,7 +125,7 @@ async def run_once(
     try:
         result = await action()
     except ShopError as refusal:
-        if isinstance(refusal, Conflict) and refusal.code in TRANSIENT_CONFLICTS:
+        if refusal.transient:
             await record.delete()
             raise
         body = refusal.problem()
@@ -137,10 +137,6 @@ async def run_once(
     body = jsonable_encoder(result)
     await _finish(record, status_code, body)
     return JSONResponse(body, status_code=status_code)
-
-
-# Conflicts that come from another request racing this one; the same key may be retried.
-TRANSIENT_CONFLICTS = {"payment_in_progress", "concurrent_update"}
 
 
 async def _first_with_key(attempt: IdempotencyRecord) -> IdempotencyRecord:

@@ -61,6 +61,7 @@ class OrderEmpty(Conflict):
 
 class PaymentInProgress(Conflict):
     code, title = "payment_in_progress", "A payment for this order is in progress"
+    transient = True
 
 
 class ReturnNotAllowed(Conflict):

@@ -21,7 +21,7 @@ from shop.catalog.models import Product
 from shop.clock import utcnow
 from shop.config import AppSettings
 from shop.db import in_transaction
-from shop.errors import Conflict
+from shop.errors import ConcurrentUpdate
 from shop.orders.models import Order, OrderNotFound
 from shop.orders.service import Providers, order_of_user
 from shop.payments.provider import RefundFailed
@@ -39,10 +39,6 @@ log = logging.getLogger(__name__)
 
 # An approved return whose refund has not landed after this long is retried by the sweeper.
 REFUND_RETRY_AFTER = timedelta(seconds=30)
-
-
-class ConcurrentUpdate(Conflict):
-    code, title = "concurrent_update", "Changed by another request meanwhile; try again"
 
 
 async def request_return(
