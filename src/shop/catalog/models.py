@@ -3,12 +3,12 @@ from decimal import Decimal
 from typing import Any, ClassVar
 
 from beanie import DecimalAnnotation, Document, PydanticObjectId
-from bson import Decimal128
 from pydantic import Field
 from pymongo import ASCENDING, IndexModel, ReturnDocument
 from pymongo.asynchronous.client_session import AsyncClientSession
 
 from shop.clock import utcnow
+from shop.documents import to_bson
 
 
 class Product(Document):
@@ -74,8 +74,7 @@ class Product(Document):
         cls, product_id: PydanticObjectId, fields: dict[str, Any]
     ) -> "Product | None":
         """Set only the given fields, so a concurrent stock reservation is never overwritten."""
-        changes = {k: Decimal128(v) if isinstance(v, Decimal) else v for k, v in fields.items()}
-        changes["updated_at"] = utcnow()
+        changes = to_bson(fields) | {"updated_at": utcnow()}
         raw = await cls.get_pymongo_collection().find_one_and_update(
             {"_id": product_id}, {"$set": changes}, return_document=ReturnDocument.AFTER
         )
