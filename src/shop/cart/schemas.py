@@ -15,7 +15,9 @@ class AddToCart(BaseModel):
     quantity: Quantity = 1
 
 
-class CartLineOut(BaseModel):
+class PricedLineOut(BaseModel):
+    """A line as priced: the fields a cart line and an order line share."""
+
     product_id: PydanticObjectId
     name: str
     unit_price: Money
@@ -23,6 +25,9 @@ class CartLineOut(BaseModel):
     line_subtotal: Money
     discount: Money
     line_total: Money
+
+
+class CartLineOut(PricedLineOut):
     available: bool = Field(description="False when the product was withdrawn; not in the totals")
     in_stock: bool = Field(description="False when less than this quantity is left to order")
 

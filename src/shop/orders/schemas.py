@@ -4,6 +4,7 @@ from typing import Annotated, Literal
 from beanie import PydanticObjectId
 from pydantic import BaseModel, ConfigDict, Field
 
+from shop.cart.schemas import PricedLineOut
 from shop.money import Money
 from shop.orders.models import OrderStatus
 
@@ -16,14 +17,7 @@ class PayRequest(BaseModel):
     payment_method: Annotated[str, Field(min_length=1, max_length=100, examples=["pm_card_visa"])]
 
 
-class OrderLineOut(BaseModel):
-    product_id: PydanticObjectId
-    name: str
-    unit_price: Money
-    quantity: int
-    line_subtotal: Money
-    discount: Money
-    line_total: Money
+class OrderLineOut(PricedLineOut):
     cart_discount_share: Money
     net_total: Money
     returned_quantity: int
