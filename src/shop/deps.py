@@ -1,5 +1,10 @@
-"""Request dependencies, as ``Annotated`` aliases the routers declare."""
+"""Request dependencies, as ``Annotated`` aliases the routers declare.
 
+Every dependency here does no I/O and is ``async def``: FastAPI runs a plain ``def``
+dependency in a worker thread, a hand-off that cost more than the work itself.
+"""
+
+from collections.abc import Mapping
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -8,11 +13,12 @@ from fastapi.security import OAuth2PasswordBearer
 from shop.accounts.security import Principal, read_access_token
 from shop.config import AppSettings
 from shop.errors import Forbidden, NotAuthenticated
+from shop.payments.provider import PaymentProvider
 
 _bearer = OAuth2PasswordBearer(tokenUrl="/auth/token", auto_error=False)
 
 
-def _settings(request: Request) -> AppSettings:
+async def _settings(request: Request) -> AppSettings:
     settings: AppSettings = request.app.state.settings
     return settings
 
@@ -20,7 +26,7 @@ def _settings(request: Request) -> AppSettings:
 Settings = Annotated[AppSettings, Depends(_settings)]
 
 
-def _signing_key(request: Request) -> str:
+async def _signing_key(request: Request) -> str:
     key: str = request.app.state.signing_key
     return key
 
@@ -28,19 +34,29 @@ def _signing_key(request: Request) -> str:
 SigningKey = Annotated[str, Depends(_signing_key)]
 
 
-def _optional_user(
+async def _providers(request: Request) -> Mapping[str, PaymentProvider]:
+    providers: Mapping[str, PaymentProvider] = request.app.state.payment_providers
+    return providers
+
+
+PaymentProviders = Annotated[Mapping[str, PaymentProvider], Depends(_providers)]
+
+
+async def _optional_user(
     key: SigningKey, token: Annotated[str | None, Depends(_bearer)]
 ) -> Principal | None:
     return None if token is None else read_access_token(token, key)
 
 
-def _current_user(user: Annotated[Principal | None, Depends(_optional_user)]) -> Principal:
+async def _current_user(
+    user: Annotated[Principal | None, Depends(_optional_user)],
+) -> Principal:
     if user is None:
         raise NotAuthenticated("A bearer token is required")
     return user
 
 
-def _admin_user(user: Annotated[Principal, Depends(_current_user)]) -> Principal:
+async def _admin_user(user: Annotated[Principal, Depends(_current_user)]) -> Principal:
     if not user.is_admin:
         raise Forbidden("Only administrators may do this")
     return user

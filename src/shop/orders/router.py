@@ -2,11 +2,11 @@ from datetime import timedelta
 from typing import Annotated
 
 from beanie import PydanticObjectId
-from fastapi import APIRouter, Depends, Query, Request, status
+from fastapi import APIRouter, Query, status
 from fastapi.responses import JSONResponse
 
 from shop.cart.models import InsufficientStock
-from shop.deps import CurrentUser, Settings
+from shop.deps import CurrentUser, PaymentProviders, Settings
 from shop.errors import responses
 from shop.idempotency import (
     IdempotencyKey,
@@ -27,18 +27,10 @@ from shop.orders.models import (
     PaymentInProgress,
 )
 from shop.orders.schemas import OrderOut, OrderPage, OrderSummary, PayRequest
-from shop.orders.service import CartEmpty, InvalidCursor, ProductUnavailable, Providers
+from shop.orders.service import CartEmpty, InvalidCursor, ProductUnavailable
 from shop.payments.provider import InsufficientFunds, PaymentDeclined, UnknownPaymentMethod
 
 router = APIRouter(prefix="/order", tags=["orders"])
-
-
-def _providers(request: Request) -> Providers:
-    providers: Providers = request.app.state.payment_providers
-    return providers
-
-
-PaymentProviders = Annotated[Providers, Depends(_providers)]
 
 
 def order_out(order: Order) -> OrderOut:

@@ -5,7 +5,7 @@ from beanie import PydanticObjectId
 from fastapi import APIRouter, Query, status
 from fastapi.responses import JSONResponse
 
-from shop.deps import AdminUser, CurrentUser, Settings
+from shop.deps import AdminUser, CurrentUser, PaymentProviders, Settings
 from shop.documents import page_by_id
 from shop.errors import Forbidden, responses
 from shop.idempotency import (
@@ -22,7 +22,6 @@ from shop.orders.models import (
     ReturnQuantityExceeded,
     ReturnWindowClosed,
 )
-from shop.orders.router import PaymentProviders
 from shop.orders.service import order_of_user
 from shop.returns import service
 from shop.returns.models import (
