@@ -1,7 +1,8 @@
 """Deterministic performance budgets: database round trips per request, and index use.
 
 The embedded server does about a thousand simple operations a second, so round trips are
-what decide a request's speed; these budgets keep them from creeping up unnoticed.
+what decide a request's speed; these budgets keep them from creeping up unnoticed. Each
+pins the exact commands, so one more (an N+1 over cart or order lines, say) fails it.
 """
 
 from collections.abc import Awaitable
@@ -22,6 +23,7 @@ from tests.factories import (
     make_user,
     pay,
     place_order,
+    view_cart,
 )
 
 
@@ -32,48 +34,100 @@ async def round_trips(db_commands: CommandLog, request: Awaitable[Response]) -> 
     return [f"{name} {collection}".strip() for name, collection in db_commands.commands]
 
 
-async def test_round_trips_per_request(
+CHECKOUT = [
+    "findAndModify carts",  # read and empty the cart
+    "find products",
+    "find discounts",
+    "update products",  # every line's guarded reservation, in one command
+    "insert orders",
+    "insert pending_orders",
+    "commitTransaction",
+]
+
+
+async def test_cart_requests_cost_one_command_each(
     client: AsyncClient, app: FastAPI, db_commands: CommandLog
 ) -> None:
     account = await make_user(app)
     product = await make_product(stock=100)
     other = await make_product(stock=100)
-    await add_to_cart(client, account, other, 1)
+    await add_to_cart(client, account, other, 1)  # the catalog cache now holds `other`
+    await view_cart(client, account)
 
-    assert await round_trips(db_commands, client.get("/products/")) == ["find products"]
-    assert await round_trips(db_commands, add_to_cart(client, account, other, 1)) == [
-        "find products",
-        "findAndModify carts",
-        "find discounts",
-    ]
-    # A new line: the increment misses, the push lands, and the other line's product is read.
-    assert len(await round_trips(db_commands, add_to_cart(client, account, product, 1))) <= 5
-    assert await round_trips(db_commands, client.get("/cart/", headers=account.headers)) == [
-        "find carts",
-        "find products",
-        "find discounts",
-    ]
-    checkout = await round_trips(
-        db_commands, client.post("/order/create/", headers=account.headers)
+    view = client.get("/cart/", headers=account.headers)
+    assert await round_trips(db_commands, view) == ["find carts"]
+    more = add_to_cart(client, account, other, 1)
+    assert await round_trips(db_commands, more) == ["findAndModify carts"]
+    # A new line: the increment misses, the push lands.
+    await add_to_cart(client, await make_user(app), product, 1)  # someone else's: now cached
+    new_line = add_to_cart(client, account, product, 1)
+    assert await round_trips(db_commands, new_line) == ["findAndModify carts"] * 2
+    some = client.delete(f"/cart/remove/?product_id={other.id}&quantity=1", headers=account.headers)
+    assert await round_trips(db_commands, some) == ["findAndModify carts"]
+    line = client.delete(f"/cart/remove/?product_id={product.id}", headers=account.headers)
+    assert await round_trips(db_commands, line) == ["findAndModify carts"]
+    # Taking off as much as the line holds removes it: the decrement misses, the pull lands.
+    rest = client.delete(f"/cart/remove/?product_id={other.id}&quantity=1", headers=account.headers)
+    assert await round_trips(db_commands, rest) == ["findAndModify carts"] * 2
+
+
+async def test_a_cold_cache_costs_one_read_of_products_and_one_of_discounts(
+    client: AsyncClient, app: FastAPI, db_commands: CommandLog
+) -> None:
+    account = await make_user(app)
+    await add_to_cart(client, account, await make_product(), 1)
+    app.state.catalog.forget("products", None)
+    app.state.catalog.forget("discounts", None)
+    view = client.get("/cart/", headers=account.headers)
+    assert await round_trips(db_commands, view) == ["find carts", "find products", "find discounts"]
+
+
+async def test_a_per_customer_limit_costs_the_cart_one_read_of_the_customers_uses(
+    client: AsyncClient, app: FastAPI, db_commands: CommandLog
+) -> None:
+    account = await make_user(app)
+    product = await make_product()
+    await make_discount(
+        scope=DiscountScope.product,
+        kind=DiscountKind.percent,
+        value="10",
+        product_ids=[product.id],
+        per_user_limit=1,
     )
-    assert checkout == [
-        "find carts",
-        "find products",
-        "find discounts",
-        "update products",  # one guarded reservation per line
-        "update products",
-        "insert orders",
-        "insert pending_orders",
-        "update carts",
-        "commitTransaction",
+    await add_to_cart(client, account, product, 1)
+    view = client.get("/cart/", headers=account.headers)
+    assert await round_trips(db_commands, view) == ["find carts", "find discount_usage"]
+
+
+async def test_checkout_costs_the_same_for_one_line_and_fifty(
+    client: AsyncClient, app: FastAPI, db_commands: CommandLog
+) -> None:
+    for lines in (1, 50):
+        account = await make_user(app)
+        for _ in range(lines):
+            await add_to_cart(client, account, await make_product(stock=5), 1)
+        checkout = client.post("/order/create/", headers=account.headers)
+        assert await round_trips(db_commands, checkout) == CHECKOUT, lines
+
+
+async def test_payment_history_and_detail_budgets(
+    client: AsyncClient, app: FastAPI, db_commands: CommandLog
+) -> None:
+    account = await make_user(app)
+    order = await place_order(client, account, (await make_product(), 1))
+    assert await round_trips(db_commands, pay(client, account, order["id"])) == [
+        "insert idempotency_keys",  # the key, taken before anything runs
+        "findAndModify orders",  # the order claimed for this attempt, if payable
+        "insert mock_provider_charges",  # the provider's charge
+        "update orders",  # paid
+        "delete pending_orders",  # its payment window closed
+        "findAndModify idempotency_keys",  # the outcome, kept for retries
     ]
     history = client.get("/order/history/", headers=account.headers)
     assert await round_trips(db_commands, history) == ["find orders"]
-
-    order = await place_order(client, account, (product, 1))
-    assert len(await round_trips(db_commands, pay(client, account, order["id"]))) <= 8
     detail = client.get(f"/order/{order['id']}/", headers=account.headers)
     assert await round_trips(db_commands, detail) == ["find orders"]
+    assert await round_trips(db_commands, client.get("/products/")) == ["find products"]
 
 
 async def winning_stage(collection: Any, query: dict[str, Any], sort: list[Any]) -> str:
@@ -124,14 +178,11 @@ async def test_a_sale_costs_checkout_one_counted_redemption(
     checkout = await round_trips(
         db_commands, client.post("/order/create/", headers=account.headers)
     )
-    assert checkout == [
-        "find carts",
-        "find products",
-        "find discounts",
-        "update products",
-        "update discounts",  # usage_limit bookkeeping; no per-user counter without a limit
-        "insert orders",
-        "insert pending_orders",
-        "update carts",
-        "commitTransaction",
-    ]
+    assert (
+        checkout
+        == [
+            *CHECKOUT[:4],
+            "update discounts",  # usage_limit bookkeeping; no per-user counter without a limit
+            *CHECKOUT[4:],
+        ]
+    )

@@ -29,6 +29,8 @@ class AppSettings(BaseSettings):
     idempotency_key_hours: int = Field(default=24, ge=24)
     return_window_days: int = Field(default=14, ge=0)
     returns_auto_approve: bool = True
+    # How old the cart's view of products and discounts may be; 0 reads them every time.
+    catalog_cache_seconds: float = Field(default=2.0, ge=0)
 
     @model_validator(mode="after")
     def _production_needs_a_secret(self) -> "AppSettings":

@@ -7,12 +7,12 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 from beanie import init_beanie
-from pymongo import AsyncMongoClient, MongoClient
+from pymongo import AsyncMongoClient, MongoClient, monitoring
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.errors import PyMongoError
 
@@ -43,8 +43,12 @@ DOCUMENT_MODELS: list[Any] = [
 ]
 
 
-def connect(url: str) -> AsyncMongoClient[Any]:
-    return AsyncMongoClient(url, tz_aware=True, uuidRepresentation="standard")
+def connect(
+    url: str, listeners: Sequence[monitoring.CommandListener] = ()
+) -> AsyncMongoClient[Any]:
+    return AsyncMongoClient(
+        url, tz_aware=True, uuidRepresentation="standard", event_listeners=list(listeners)
+    )
 
 
 _client: AsyncMongoClient[Any] | None = None

@@ -11,6 +11,7 @@ from fastapi import Depends, Request
 from fastapi.security import OAuth2PasswordBearer
 
 from shop.accounts.security import Principal, read_access_token
+from shop.catalog_cache import CatalogCache
 from shop.config import AppSettings
 from shop.errors import Forbidden, NotAuthenticated
 from shop.payments.provider import PaymentProvider
@@ -32,6 +33,14 @@ async def _signing_key(request: Request) -> str:
 
 
 SigningKey = Annotated[str, Depends(_signing_key)]
+
+
+async def _catalog(request: Request) -> CatalogCache:
+    catalog: CatalogCache = request.app.state.catalog
+    return catalog
+
+
+Catalog = Annotated[CatalogCache, Depends(_catalog)]
 
 
 async def _providers(request: Request) -> Mapping[str, PaymentProvider]:

@@ -13,6 +13,7 @@ from shop.accounts.service import ensure_admin
 from shop.background import run_sweeper
 from shop.cart.router import router as cart_router
 from shop.catalog.router import router as catalog_router
+from shop.catalog_cache import CatalogCache
 from shop.config import AppSettings, get_settings
 from shop.db import connect, init_database
 from shop.demo import create_demo_catalog
@@ -34,7 +35,7 @@ def create_app(settings: AppSettings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if settings.mongodb_url is None:
             raise RuntimeError("SHOP_MONGODB_URL is not set: start the service with `shop serve`")
-        client = connect(settings.mongodb_url)
+        client = connect(settings.mongodb_url, [app.state.catalog.invalidator])
         try:
             await init_database(client, settings.db_name)
             if settings.admin_email and settings.admin_password:
@@ -62,6 +63,7 @@ def create_app(settings: AppSettings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.signing_key = settings.signing_key()
     app.state.payment_providers = {"mock": MockProvider()}
+    app.state.catalog = CatalogCache(settings.catalog_cache_seconds)
     install_error_handlers(app)
     install_docs(app)
     app.add_middleware(RejectControlCharacters)

@@ -155,8 +155,17 @@ class Cart(Document):
         return cls.from_raw(raw)
 
     @classmethod
-    async def empty(cls, cart_id: PydanticObjectId, session: AsyncClientSession) -> None:
-        update: dict[str, Any] = {
-            "$set": {"items": [], "discount_code": None, "updated_at": utcnow()}
-        }
-        await cls.get_pymongo_collection().update_one({"_id": cart_id}, update, session=session)
+    async def check_out(cls, user_id: PydanticObjectId, session: AsyncClientSession) -> "Cart":
+        """Empty the user's cart and return what it held, in one command.
+
+        Inside checkout's transaction: if checkout refuses, the cart is as it was. Until the
+        transaction ends, other writes to the cart wait for it, so nothing added meanwhile is
+        lost or ordered by accident.
+        """
+        raw = await cls.get_pymongo_collection().find_one_and_update(
+            {"user_id": user_id},
+            {"$set": {"items": [], "discount_code": None, "updated_at": utcnow()}},
+            return_document=ReturnDocument.BEFORE,
+            session=session,
+        )
+        return cls(user_id=user_id) if raw is None else cls.model_validate(raw)

@@ -1,3 +1,6 @@
+from collections.abc import Iterable
+from typing import Protocol
+
 from beanie import PydanticObjectId
 from pymongo.asynchronous.client_session import AsyncClientSession
 
@@ -8,34 +11,62 @@ from shop.discounts.models import Discount, DiscountScope, DiscountUsage
 from shop.pricing import PricingContext, Quote, price
 
 
+class CatalogReader(Protocol):
+    """Where a quote reads products and discounts: the cart's cache, or the database."""
+
+    async def products(
+        self, ids: Iterable[PydanticObjectId]
+    ) -> dict[PydanticObjectId, Product]: ...
+
+    async def discounts(
+        self, product_ids: Iterable[PydanticObjectId], code: str | None
+    ) -> list[Discount]: ...
+
+
+class FreshCatalog:
+    """The catalog and discounts as the database has them now (inside ``session``'s
+    transaction when given): what checkout prices with."""
+
+    def __init__(self, session: AsyncClientSession | None = None) -> None:
+        self.session = session
+
+    async def products(self, ids: Iterable[PydanticObjectId]) -> dict[PydanticObjectId, Product]:
+        return await Product.many(list(ids), self.session)
+
+    async def discounts(
+        self, product_ids: Iterable[PydanticObjectId], code: str | None
+    ) -> list[Discount]:
+        candidates: list[dict[str, object]] = [
+            {"active": True, "scope": DiscountScope.cart.value, "code": None},
+            {
+                "active": True,
+                "scope": DiscountScope.product.value,
+                "product_ids": {"$in": list(product_ids)},
+            },
+        ]
+        if code is not None:
+            candidates.append({"code": code})  # even inactive: the cart says why it does not apply
+        return await Discount.find({"$or": candidates}, session=self.session).to_list()
+
+
 async def quote_cart(
     cart: Cart,
     currency: str,
-    known: dict[PydanticObjectId, Product] | None = None,
+    catalog: CatalogReader,
     *,
     code: str | None = None,
     session: AsyncClientSession | None = None,
 ) -> Quote:
-    """Price the cart from the catalog and the discounts as they are now.
+    """Price the cart from the catalog and the discounts ``catalog`` reads.
 
-    ``known`` products are not read again; ``code`` prices the cart as if it held that code.
+    ``code`` prices the cart as if it held that code. A customer's redemptions are read only
+    when a discount that may apply limits them per customer.
     """
-    products = dict(known or {})
-    if missing := [i.product_id for i in cart.items if i.product_id not in products]:
-        products.update(await Product.many(missing, session))
+    product_ids = [i.product_id for i in cart.items]
     code = code or cart.discount_code
-    candidates: list[dict[str, object]] = [
-        {"active": True, "scope": DiscountScope.cart.value, "code": None},
-        {
-            "active": True,
-            "scope": DiscountScope.product.value,
-            "product_ids": {"$in": [i.product_id for i in cart.items]},
-        },
-    ]
-    if code is not None:
-        candidates.append({"code": code})  # even inactive: the cart says why it does not apply
-    discounts = await Discount.find({"$or": candidates}, session=session).to_list()
+    products = await catalog.products(product_ids)
+    discounts = await catalog.discounts(product_ids, code)
     limited = [d.id for d in discounts if d.per_user_limit is not None and d.id is not None]
-    usage = await DiscountUsage.counts(cart.user_id, limited) if limited else {}
+    usage = await DiscountUsage.counts(cart.user_id, limited, session) if limited else {}
     context = PricingContext(products, discounts, usage, utcnow(), currency)
     return price(cart.items, code, context)

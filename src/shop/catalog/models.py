@@ -4,7 +4,7 @@ from typing import Any, ClassVar
 
 from beanie import DecimalAnnotation, Document, PydanticObjectId
 from pydantic import Field
-from pymongo import ASCENDING, IndexModel, ReturnDocument
+from pymongo import ASCENDING, IndexModel, ReturnDocument, UpdateOne
 from pymongo.asynchronous.client_session import AsyncClientSession
 
 from shop.clock import utcnow
@@ -40,15 +40,23 @@ class Product(Document):
 
     @classmethod
     async def reserve(
-        cls, product_id: PydanticObjectId, quantity: int, session: AsyncClientSession
+        cls, quantities: dict[PydanticObjectId, int], session: AsyncClientSession
     ) -> bool:
-        """Take ``quantity`` from stock if that much is there; never below zero."""
-        result = await cls.get_pymongo_collection().update_one(
-            {"_id": product_id, "active": True, "stock": {"$gte": quantity}},
-            {"$inc": {"stock": -quantity}},
+        """Take each quantity from its product's stock if that much is there, never below zero;
+        one command for any number of products. False if any product is short: the caller's
+        transaction is then aborted, so the reservations that did land are undone."""
+        result = await cls.get_pymongo_collection().bulk_write(
+            [
+                UpdateOne(
+                    {"_id": product_id, "active": True, "stock": {"$gte": quantity}},
+                    {"$inc": {"stock": -quantity}},
+                )
+                for product_id, quantity in quantities.items()
+            ],
+            ordered=False,
             session=session,
         )
-        return result.matched_count == 1
+        return result.matched_count == len(quantities)
 
     @classmethod
     async def restock(

@@ -205,11 +205,15 @@ class DiscountUsage(Document):
 
     @classmethod
     async def counts(
-        cls, user_id: PydanticObjectId, discount_ids: list[PydanticObjectId]
+        cls,
+        user_id: PydanticObjectId,
+        discount_ids: list[PydanticObjectId],
+        session: AsyncClientSession | None = None,
     ) -> dict[PydanticObjectId, int]:
         if not discount_ids:
             return {}
-        found = await cls.find({"user_id": user_id, "discount_id": {"$in": discount_ids}}).to_list()
+        query = {"user_id": user_id, "discount_id": {"$in": discount_ids}}
+        found = await cls.find(query, session=session).to_list()
         return {u.discount_id: u.used for u in found}
 
     @classmethod

@@ -1,11 +1,11 @@
 from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
-from typing import Annotated, ClassVar
+from typing import Annotated, Any, ClassVar
 
 from beanie import DecimalAnnotation, Document, Indexed, PydanticObjectId
 from pydantic import BaseModel, Field
-from pymongo import ASCENDING, DESCENDING, IndexModel
+from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument
 
 from shop.clock import as_utc, utcnow
 from shop.documents import VersionedDocument
@@ -234,6 +234,56 @@ class Order(VersionedDocument):
             number=self.payment_attempts, provider=provider, method=method, until=now + hold
         )
         return self.payment_in_progress
+
+    @staticmethod
+    def payable_query(now: datetime) -> dict[str, Any]:
+        """``check_payable``'s rule as a query, for an order no payment attempt holds.
+
+        An order with an attempt, even a crashed one, does not match: a crashed attempt's
+        charge may have gone through, so it is reconciled first (``settle_overdue``).
+        """
+        return {
+            "status": OrderStatus.pending_payment.value,
+            "expires_at": {"$gt": now},
+            "lines.0": {"$exists": True},
+            "payment_in_progress": None,
+        }
+
+    @classmethod
+    async def claim_for_payment(
+        cls,
+        order_id: PydanticObjectId,
+        user_id: PydanticObjectId,
+        provider: str,
+        method: str,
+        now: datetime,
+        hold: timedelta,
+    ) -> "Order | None":
+        """``start_payment`` in one conditional update; None when the order is not payable
+        as it stands (the caller reads it to say why)."""
+        raw = await cls.get_pymongo_collection().find_one_and_update(
+            {"_id": order_id, "user_id": user_id, **cls.payable_query(now)},
+            [
+                {
+                    "$set": {
+                        "payment_attempts": {"$add": ["$payment_attempts", 1]},
+                        "version": {"$add": ["$version", 1]},
+                    }
+                },
+                {
+                    "$set": {
+                        "payment_in_progress": {
+                            "number": "$payment_attempts",
+                            "provider": {"$literal": provider},
+                            "method": {"$literal": method},
+                            "until": now + hold,
+                        }
+                    }
+                },
+            ],
+            return_document=ReturnDocument.AFTER,
+        )
+        return None if raw is None else cls.model_validate(raw)
 
     def payment_failed(self, attempt: PaymentAttempt) -> None:
         if self.payment_in_progress != attempt:

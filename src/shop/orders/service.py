@@ -9,7 +9,7 @@ from beanie import PydanticObjectId
 from pymongo.asynchronous.client_session import AsyncClientSession
 
 from shop.cart.models import Cart, InsufficientStock
-from shop.cart.service import quote_cart
+from shop.cart.service import FreshCatalog, quote_cart
 from shop.catalog.models import Product
 from shop.clock import utcnow
 from shop.config import AppSettings
@@ -106,20 +106,20 @@ def order_from_quote(
 async def create_order(user_id: PydanticObjectId, settings: AppSettings) -> Order:
     """Turn the cart into an order: all or nothing.
 
-    In one transaction: every line's stock is reserved by a guarded update, every discount
-    used is counted against its limits, the order and its payment window are inserted, and
-    the cart is emptied. Any refusal aborts it all. A code that no longer applies (used up by
-    a concurrent checkout, say) refuses the checkout with its reason (409
-    ``discount_used_up``, ...) and leaves the cart as it was, code included: the customer
-    sees why in the cart and removes the code to order at the full price.
+    In one transaction: the cart is emptied, every line's stock is reserved by a guarded
+    update (one command for all lines), every discount used is counted against its limits,
+    and the order and its payment window are inserted. Any refusal aborts it all. A code
+    that no longer applies (used up by a concurrent checkout, say) refuses the checkout with
+    its reason (409 ``discount_used_up``, ...) and leaves the cart as it was, code included:
+    the customer sees why in the cart and removes the code to order at the full price.
     """
     timeout = timedelta(seconds=settings.payment_timeout_seconds)
 
     async def checkout(session: AsyncClientSession) -> Order:
-        cart = await Cart.of_user(user_id, session)
+        cart = await Cart.check_out(user_id, session)
         if cart.is_empty:
             raise CartEmpty()
-        quote = await quote_cart(cart, settings.currency, session=session)
+        quote = await quote_cart(cart, settings.currency, FreshCatalog(session), session=session)
         if withdrawn := [str(line.product_id) for line in quote.lines if not line.available]:
             raise ProductUnavailable(products=withdrawn)
         if quote.cart_discount is not None and not quote.cart_discount.applied:
@@ -128,13 +128,13 @@ async def create_order(user_id: PydanticObjectId, settings: AppSettings) -> Orde
                 f"Code {quote.cart_discount.code} no longer applies; remove it to order without it",
                 discount_code=quote.cart_discount.code,
             )
-        short = [
-            str(line.product_id)
-            for line in quote.lines
-            if not await Product.reserve(line.product_id, line.quantity, session)
-        ]
-        if short:
-            raise InsufficientStock("Not enough stock for some products", products=short)
+        # The stock read above names the short lines; the guarded updates make sure of it.
+        short = [str(line.product_id) for line in quote.lines if not line.in_stock]
+        reserved = {line.product_id: line.quantity for line in quote.lines}
+        if short or not await Product.reserve(reserved, session):
+            raise InsufficientStock(
+                "Not enough stock for some products", products=short or list(map(str, reserved))
+            )
         await Discount.redeem(quote.discounts_used, user_id, session)
         now = utcnow()
         order = order_from_quote(user_id, quote, now, timeout)
@@ -142,8 +142,6 @@ async def create_order(user_id: PydanticObjectId, settings: AppSettings) -> Orde
         assert order.id is not None
         window = PendingOrder(id=order.id, user_id=user_id, expires_at=order.expires_at)
         await window.insert(session=session)
-        assert cart.id is not None
-        await Cart.empty(cart.id, session)
         return order
 
     return await in_transaction(checkout)
@@ -235,20 +233,26 @@ async def pay_order(
     method: str,
     providers: Providers,
 ) -> Order:
-    """Charge the order's total once. Of concurrent attempts one holds the order; the rest 409."""
+    """Charge the order's total once. Of concurrent attempts one holds the order; the rest 409.
+
+    The order is claimed by one conditional update whose filter is the payment rule
+    (``Order.payable_query``): pending, inside its deadline, not empty, and held by no other
+    attempt. When that misses, the order is read (which settles a crashed attempt or an
+    overdue order) to refuse with the reason, or to claim it after a crashed attempt.
+    """
     provider = providers[provider_name]
     provider.check_method(method)
-    order = await order_of_user(order_id, user_id, providers)
-    now = utcnow()
-    order.check_payable(now)
-    window = await PendingOrder.get(order.id)
-    if window is None or not window.is_open(now):
-        await _raise_why_it_moved(order_id, user_id, providers)
-        raise OrderExpired()
-    attempt = order.start_payment(provider_name, method, now, PAYMENT_HOLD)
-    if not await order.save_if_unchanged():
-        await _raise_why_it_moved(order_id, user_id, providers)
-        raise PaymentInProgress()
+    order = await Order.claim_for_payment(
+        order_id, user_id, provider_name, method, utcnow(), PAYMENT_HOLD
+    )
+    if order is None:
+        order = await order_of_user(order_id, user_id, providers)
+        order.start_payment(provider_name, method, utcnow(), PAYMENT_HOLD)  # or refuse: why
+        if not await order.save_if_unchanged():
+            await _raise_why_it_moved(order_id, user_id, providers)
+            raise PaymentInProgress()
+    attempt = order.payment_in_progress
+    assert attempt is not None
     charge = await provider.charge(
         key=attempt.charge_key(order.id), amount=order.total, currency=order.currency, method=method
     )

@@ -1,0 +1,203 @@
+"""What the cart shows of the catalog and the discounts, read through a short-lived cache.
+
+Carts are read far more often than products and discounts change, and every database round
+trip is shared with every other request. So the cart's requests take products and discounts
+from here:
+
+- an entry is at most ``max_age`` seconds old (``SHOP_CATALOG_CACHE_SECONDS``; 0 turns the
+  cache off and every read goes to the database);
+- every write this process sends to ``products`` or ``discounts`` drops what it touched at
+  once: an admin's edit, a checkout's stock reservation, a cancellation's restock. A PyMongo
+  command listener on the service's own client sees them all, so no code path can forget to
+  invalidate. Writes inside a transaction drop their entries again when it commits, and a
+  read that raced a write never stores what it read;
+- other processes' writes show within ``max_age``.
+
+Checkout, payment and returns never read from here: they read inside their transaction, so
+a stale price or stock figure can change what a cart shows for a moment, never what is
+charged or reserved.
+"""
+
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from beanie import PydanticObjectId
+from bson import ObjectId
+from pymongo import monitoring
+
+from shop.catalog.models import Product
+from shop.discounts.models import Discount, DiscountScope
+
+PRODUCTS, DISCOUNTS = "products", "discounts"
+# Bounds the memory of a shop with a large catalog: past this, the product entries start over.
+MAX_PRODUCTS = 20_000
+ALL = None  # "every entry of the collection" where a write names no ids
+MAX_OPEN_TRANSACTIONS = 10_000
+
+
+@dataclass(frozen=True)
+class _Entry:
+    expires: float
+    product: Product | None  # None: no such product (remembered too)
+
+
+class CatalogCache:
+    def __init__(self, max_age: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.max_age = max_age
+        self.clock = clock
+        self._products: dict[PydanticObjectId, _Entry] = {}
+        self._automatic: tuple[float, list[Discount]] | None = None
+        self._codes: dict[str, tuple[float, Discount | None]] = {}
+        # Bumped by every invalidation: a read that began before it does not store its result.
+        self._generation = 0
+        self.invalidator = _Invalidator(self)
+
+    @property
+    def enabled(self) -> bool:
+        return self.max_age > 0
+
+    # -- reads -------------------------------------------------------------------------------
+
+    async def products(self, ids: Iterable[PydanticObjectId]) -> dict[PydanticObjectId, Product]:
+        now = self.clock()
+        found: dict[PydanticObjectId, Product] = {}
+        missing: list[PydanticObjectId] = []
+        for product_id in ids:
+            entry = self._products.get(product_id)
+            if entry is None or entry.expires <= now:
+                missing.append(product_id)
+            elif entry.product is not None:
+                found[product_id] = entry.product
+        if missing:
+            generation = self._generation
+            fetched = await Product.many(missing)
+            found.update(fetched)
+            if self.enabled and generation == self._generation:
+                if len(self._products) + len(missing) > MAX_PRODUCTS:
+                    self._products.clear()
+                expires = now + self.max_age
+                for product_id in missing:
+                    self._products[product_id] = _Entry(expires, fetched.get(product_id))
+        return found
+
+    async def discounts(
+        self, product_ids: Iterable[PydanticObjectId], code: str | None
+    ) -> list[Discount]:
+        """The discounts that may price a cart of these products holding ``code``: active
+        automatic ones (cart discounts and the products' sales) and the code's, active or not
+        (the cart says why it does not apply)."""
+        wanted = set(product_ids)
+        relevant = [
+            d
+            for d in await self._automatic_discounts()
+            if d.scope is DiscountScope.cart or wanted.intersection(d.product_ids)
+        ]
+        if code is not None and (coded := await self._code(code)) is not None:
+            relevant.append(coded)
+        return relevant
+
+    async def _automatic_discounts(self) -> list[Discount]:
+        now = self.clock()
+        if self._automatic is not None and self._automatic[0] > now:
+            return self._automatic[1]
+        generation = self._generation
+        found = await Discount.find({"active": True, "code": None}).to_list()
+        if self.enabled and generation == self._generation:
+            self._automatic = (now + self.max_age, found)
+        return found
+
+    async def _code(self, code: str) -> Discount | None:
+        now = self.clock()
+        cached = self._codes.get(code)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        generation = self._generation
+        found = await Discount.find_one({"code": code})
+        if self.enabled and generation == self._generation:
+            self._codes[code] = (now + self.max_age, found)
+        return found
+
+    # -- invalidation ------------------------------------------------------------------------
+
+    def forget(self, collection: str, ids: set[Any] | None) -> None:
+        """Drop the entries a write touched: ``ids`` of ``collection``, or all (``ALL``)."""
+        self._generation += 1
+        if collection == PRODUCTS:
+            if ids is ALL:
+                self._products.clear()
+            else:
+                for product_id in ids:
+                    self._products.pop(product_id, None)
+        elif collection == DISCOUNTS:
+            self._automatic = None
+            self._codes.clear()
+
+
+_WRITES = {"insert": "documents", "update": "updates", "delete": "deletes", "findAndModify": ""}
+_ENDS = {"commitTransaction", "abortTransaction"}
+Touched = list[tuple[str, set[Any] | None]]
+
+
+class _Invalidator(monitoring.CommandListener):
+    """Sees every command the service's client sends, and drops what writes touch: when the
+    write is sent and again when it is answered (a read in between could have stored the state
+    before it). Writes inside a transaction are dropped once more when it commits."""
+
+    def __init__(self, cache: CatalogCache) -> None:
+        self.cache = cache
+        self._answering: dict[int, Touched] = {}  # by request id, until the server answers
+        self._in_transactions: dict[Any, Touched] = {}  # by session id, until commit or abort
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        name, command = event.command_name, event.command
+        if name in _ENDS:
+            touched = self._in_transactions.pop(_session_id(command), [])
+        elif name in _WRITES and command.get(name) in (PRODUCTS, DISCOUNTS):
+            touched = [(command[name], _touched_ids(name, command))]
+            if command.get("autocommit") is False:
+                if len(self._in_transactions) > MAX_OPEN_TRANSACTIONS:
+                    self._in_transactions.clear()  # sessions that never ended; all dropped above
+                    touched = [(PRODUCTS, ALL), (DISCOUNTS, ALL)]
+                self._in_transactions.setdefault(_session_id(command), []).extend(touched)
+        else:
+            return
+        if touched:
+            self._forget(touched)
+            self._answering[event.request_id] = touched
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        self._forget(self._answering.pop(event.request_id, []))
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        self._forget(self._answering.pop(event.request_id, []))
+
+    def _forget(self, touched: Touched) -> None:
+        for collection, ids in touched:
+            self.cache.forget(collection, ids)
+
+
+def _session_id(command: Mapping[str, Any]) -> Any:
+    lsid = command.get("lsid")
+    return None if lsid is None else lsid.get("id")
+
+
+def _touched_ids(name: str, command: Mapping[str, Any]) -> set[Any] | None:
+    """The ``_id``s a write names, or ALL when any of its statements names none."""
+    if name == "insert":
+        return {doc.get("_id") for doc in command.get("documents", [])}
+    if name == "findAndModify":
+        filters = [command.get("query", {})]
+    else:
+        filters = [statement.get("q", {}) for statement in command.get(_WRITES[name], [])]
+    ids: set[Any] = set()
+    for query in filters:
+        named = query.get("_id")
+        if isinstance(named, ObjectId):
+            ids.add(named)
+        elif isinstance(named, dict) and isinstance(named.get("$in"), list):
+            ids.update(named["$in"])
+        else:
+            return ALL
+    return ids
