@@ -1,4 +1,5 @@
-"""The order's state machine and its return arithmetic, without I/O."""
+"""The order's state machine and its return arithmetic (without I/O, but for the payment
+query checked against the database)."""
 
 from datetime import timedelta
 from decimal import Decimal
@@ -18,6 +19,7 @@ from shop.orders.models import (
     OrderLine,
     OrderStatus,
     Payment,
+    PaymentAttempt,
     PaymentInProgress,
     ProductNotInOrder,
     ReturnNotAllowed,
@@ -149,3 +151,36 @@ def test_returns_need_the_window_and_a_product_of_the_order() -> None:
         )
     with pytest.raises(ProductNotInOrder):
         order.claim_return({PydanticObjectId(): 1}, NOW, WINDOW)
+
+
+@pytest.mark.parametrize("status", list(OrderStatus))
+async def test_the_payment_query_states_check_payable_for_orders_no_attempt_holds(
+    status: OrderStatus,
+) -> None:
+    """``Order.payable_query`` is ``check_payable`` as a filter: over every status, deadline,
+    emptiness and attempt, the database matches exactly the orders that check passes and no
+    attempt holds (a crashed attempt is reconciled before anyone claims the order)."""
+    cases = []
+    for expired in (False, True):
+        for empty in (False, True):
+            for attempt in (None, "running", "crashed"):
+                order = an_order()
+                order.status = status
+                order.expires_at = NOW + timedelta(minutes=-1 if expired else 30)
+                if empty:
+                    order.lines = []
+                if attempt is not None:
+                    until = NOW + (HOLD if attempt == "running" else -HOLD)
+                    order.payment_in_progress = PaymentAttempt(
+                        number=1, provider="mock", method="pm_card_visa", until=until
+                    )
+                await order.insert()
+                try:
+                    order.check_payable(NOW)
+                    payable = attempt is None
+                except (OrderAlreadyPaid, OrderExpired, OrderEmpty, PaymentInProgress):
+                    payable = False
+                cases.append((order.id, payable))
+    for order_id, payable in cases:
+        matched = await Order.find_one({"_id": order_id, **Order.payable_query(NOW)})
+        assert (matched is not None) == payable, order_id
