@@ -52,9 +52,9 @@ PaymentProviders = Annotated[Mapping[str, PaymentProvider], Depends(_providers)]
 
 
 async def _optional_user(
-    key: SigningKey, token: Annotated[str | None, Depends(_bearer)]
+    request: Request, token: Annotated[str | None, Depends(_bearer)]
 ) -> Principal | None:
-    return None if token is None else read_access_token(token, key)
+    return None if token is None else read_access_token(token, request.app.state.signing_key)
 
 
 async def _current_user(

@@ -1,9 +1,11 @@
 from datetime import timedelta
 
 import jwt
+import pytest
 from fastapi import FastAPI
 from httpx import AsyncClient
 
+from shop.accounts import security
 from shop.accounts.models import Role, User
 from shop.accounts.security import ALGORITHM
 from shop.accounts.service import ensure_admin
@@ -84,6 +86,23 @@ async def test_missing_malformed_and_expired_tokens_are_401(
     ]:
         response = await client.get("/cart/", headers={"Authorization": f"Bearer {token}"})
         assert_problem(response, 401, code)
+
+
+async def test_a_token_accepted_before_is_refused_once_it_expires(
+    client: AsyncClient, app: FastAPI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Tokens are verified once per process; their expiry is checked on every use."""
+    account = await make_user(app)
+    soon = jwt.encode(
+        {"sub": str(account.id), "role": "customer", "exp": utcnow() + timedelta(seconds=60)},
+        app.state.signing_key,
+        algorithm=ALGORITHM,
+    )
+    headers = {"Authorization": f"Bearer {soon}"}
+    assert (await client.get("/cart/", headers=headers)).status_code == 200
+    later = utcnow() + timedelta(seconds=61)
+    monkeypatch.setattr(security, "utcnow", lambda: later)
+    assert_problem(await client.get("/cart/", headers=headers), 401, "token_expired")
 
 
 async def test_configured_admin_exists_with_updated_password(client: AsyncClient) -> None:

@@ -2,7 +2,7 @@
 
 from dataclasses import dataclass
 from datetime import timedelta
-from functools import cache
+from functools import cache, lru_cache
 
 import jwt
 from beanie import PydanticObjectId
@@ -59,6 +59,19 @@ def create_access_token(principal: Principal, key: str, minutes: int) -> str:
 
 
 def read_access_token(token: str, key: str) -> Principal:
+    """The caller a token names, if it is genuine and has not expired.
+
+    A token's signature is checked once per process (the verified claims are kept, a few
+    thousand tokens at most); its expiry is checked on every use.
+    """
+    principal, expires = _verified(token, key)
+    if expires <= utcnow().timestamp():
+        raise TokenExpired()
+    return principal
+
+
+@lru_cache(maxsize=4096)
+def _verified(token: str, key: str) -> tuple[Principal, float]:
     try:
         claims = jwt.decode(token, key, algorithms=[ALGORITHM], options={"require": ["exp", "sub"]})
     except jwt.ExpiredSignatureError:
@@ -66,6 +79,9 @@ def read_access_token(token: str, key: str) -> Principal:
     except jwt.InvalidTokenError:
         raise InvalidToken() from None
     try:
-        return Principal(id=PydanticObjectId(claims["sub"]), role=Role(str(claims.get("role"))))
+        principal = Principal(
+            id=PydanticObjectId(claims["sub"]), role=Role(str(claims.get("role")))
+        )
+        return principal, float(claims["exp"])
     except (ValueError, TypeError):
         raise InvalidToken() from None

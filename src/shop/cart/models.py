@@ -59,7 +59,8 @@ class Cart(Document):
         cls, user_id: PydanticObjectId, session: AsyncClientSession | None = None
     ) -> "Cart":
         """The user's cart; an unsaved empty one if they never had one."""
-        return await cls.find_one(cls.user_id == user_id, session=session) or cls(user_id=user_id)
+        raw = await cls.get_pymongo_collection().find_one({"user_id": user_id}, session=session)
+        return cls(user_id=user_id) if raw is None else cls.model_validate(raw)
 
     @classmethod
     async def add_item(cls, user_id: PydanticObjectId, product: Product, quantity: int) -> "Cart":
