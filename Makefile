@@ -20,8 +20,8 @@ test: $(STAMP)  ## the whole test suite (embedded database unless SHOP_MONGODB_U
 	$(BIN)/pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check src tests perf
+	$(BIN)/ruff format --check src tests perf
 	$(BIN)/mypy
 
 perf: $(STAMP)  ## k6 load test against a freshly started service

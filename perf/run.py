@@ -86,9 +86,11 @@ class Service:
             assert self.process is not None
             if self.process.poll() is not None:
                 raise SystemExit(f"{self.name} exited with {self.process.returncode}")
-            with contextlib.suppress(OSError):
-                with urllib.request.urlopen(f"{self.url}{path}", timeout=2):
-                    return
+            with (
+                contextlib.suppress(OSError),
+                urllib.request.urlopen(f"{self.url}{path}", timeout=2),
+            ):
+                return
             time.sleep(0.3)
         raise SystemExit(f"{self.name} did not come up")
 
@@ -362,7 +364,10 @@ def start_services(db_url: str, tmp: Path, out: Path) -> dict[str, Service]:
         "SHOP_ADMIN_EMAIL": ADMIN_EMAIL,
         "SHOP_ADMIN_PASSWORD": ADMIN_PASSWORD,
     }
-    floor = [str(BIN / "python"), "-m", "uvicorn", "perf.floor:app", "--log-level", "warning"]
+    # The floor runs on the same server configuration as `shop serve`: uvloop, httptools and
+    # uvicorn's access log, so the ratios compare the applications, not the servers.
+    floor = [str(BIN / "python"), "-m", "uvicorn", "perf.floor:app"]
+    floor += ["--loop", "uvloop", "--http", "httptools"]
     shop = [str(BIN / "shop"), "serve"]
     services = {
         "floor-w1": Service("floor-w1", [*floor, "--workers", "1"], floor_env),
@@ -609,12 +614,15 @@ def write_report(
         f"k6, the services and the database share the cores.",
         f"Each comparison run: {args.vus} virtual users for {args.duration}; {args.rounds} "
         f"round(s), targets interleaved; figures are medians over the rounds. "
-        f"CPU is the service's own processes (and, apart, the database's) per request.",
+        f"CPU is the service's own processes (and, apart, the database's) per request. "
+        f"Both services run on the same server configuration (uvicorn with uvloop, httptools "
+        f"and its access log).",
         "",
         "## The shop against the floor",
         "",
-        "| request | workers | floor req/s | shop req/s | shop / floor | shop p50 / p95 / p99 ms "
-        "| floor CPU ms/req | shop CPU ms/req | shop / floor CPU | DB CPU ms/req floor → shop | errors |",
+        "| request | workers | floor req/s | shop req/s | shop / floor "
+        "| shop p50 / p95 / p99 ms | floor CPU ms/req | shop CPU ms/req | shop / floor CPU "
+        "| DB CPU ms/req floor → shop | errors |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     names = {"add": "`POST /cart/add/`", "view": "`GET /cart/`"}
@@ -624,7 +632,7 @@ def write_report(
             shop = comparison[(f"shop-{workers}", request)]
             f_rps, s_rps = median([m.rps for m in floor]), median([m.rps for m in shop])
             f_cpu, s_cpu = median([m.cpu_ms for m in floor]), median([m.cpu_ms for m in shop])
-            db = "–"
+            db = "n/a"
             if shop[0].db_cpu_ms is not None:
                 f_db = median([m.db_cpu_ms or 0 for m in floor])
                 s_db = median([m.db_cpu_ms or 0 for m in shop])

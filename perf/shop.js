@@ -22,11 +22,13 @@ export const options = {
   thresholds: {
     server_errors: ["count==0"],
     checks: ["rate>0.99"],
+    "http_req_duration{name:browse}": ["p(95)<1500"],
     "http_req_duration{name:view_cart}": ["p(95)<500"],
     "http_req_duration{name:add_to_cart}": ["p(95)<500"],
     "http_req_duration{name:create_order}": ["p(95)<1500"],
     "http_req_duration{name:pay}": ["p(95)<1500"],
-    "http_req_duration{name:return}": ["p(95)<1500"],
+    "http_req_duration{name:history}": ["p(95)<1500"],
+    "http_req_duration{name:return}": ["p(95)<3000"],
     // Declared only so that the summary counts each step's requests.
     "http_reqs{name:browse}": ["count>=0"],
     "http_reqs{name:add_to_cart}": ["count>=0"],
