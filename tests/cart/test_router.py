@@ -167,3 +167,27 @@ async def test_carts_are_private(client: AsyncClient, app: FastAPI) -> None:
     )
     assert_problem(response, 404, "cart_item_not_found")
     assert await quantities(ann.id) == {str(product.id): 2}
+
+
+async def test_adds_racing_removes_of_one_product_never_fail(
+    client: AsyncClient, app: FastAPI
+) -> None:
+    """100 adds against 100 removes of the same line: every add lands (200) or the cart was
+    changing too fast (409 cart_busy); every remove lands or finds no line (404). Never 500,
+    and the line ends up holding what was added minus what was removed."""
+    account = await make_user(app)
+    product = await make_product(stock=1_000)
+
+    async def remove() -> int:
+        url = f"/cart/remove/?product_id={product.id}&quantity=1"
+        return (await client.delete(url, headers=account.headers)).status_code
+
+    async def add() -> int:
+        return (await add_to_cart(client, account, product, 1)).status_code
+
+    statuses = await asyncio.gather(*(f() for _ in range(100) for f in (add, remove)))
+    adds, removes = statuses[0::2], statuses[1::2]
+    assert set(adds) <= {200, 409}, adds
+    assert set(removes) <= {200, 404}, removes
+    cart = await Cart.of_user(account.id)
+    assert cart.quantity_of(product.id) == adds.count(200) - removes.count(200)

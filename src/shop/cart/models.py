@@ -100,7 +100,10 @@ class Cart(Document):
                     upsert=True,
                     return_document=ReturnDocument.AFTER,
                 )
-                return cls.from_raw(raw)
+                # mongod answers an upsert with the document it wrote. The embedded server
+                # answers with nothing when, by the time it wrote, a concurrent change had made
+                # the filter match the existing cart, which it then updated: read that cart.
+                return cls.from_raw(raw) if raw is not None else await cls.of_user(user_id)
             except DuplicateKeyError:
                 pass  # the cart exists and holds the product already
             held = await cls.find_one(cls.user_id == user_id)
@@ -117,30 +120,43 @@ class Cart(Document):
     async def remove_item(
         cls, user_id: PydanticObjectId, product_id: PydanticObjectId, quantity: int | None
     ) -> "Cart":
-        """Remove the line, or take ``quantity`` off it (the whole line when that is all of it)."""
+        """Remove the line, or take ``quantity`` off it (the whole line when that is all of it).
+
+        Each update carries its precondition on the line's quantity, so an add that lands in
+        between is never taken away with it: the other update is tried again.
+        """
         carts, now = cls.get_pymongo_collection(), utcnow()
+        whole_line: dict[str, Any] = {"product_id": product_id}
         if quantity is not None:
-            raw = await carts.find_one_and_update(
-                {
-                    "user_id": user_id,
-                    "items": {
-                        "$elemMatch": {"product_id": product_id, "quantity": {"$gt": quantity}}
+            whole_line["quantity"] = {"$lte": quantity}
+        for _ in range(10):
+            if quantity is not None:
+                raw = await carts.find_one_and_update(
+                    {
+                        "user_id": user_id,
+                        "items": {
+                            "$elemMatch": {"product_id": product_id, "quantity": {"$gt": quantity}}
+                        },
                     },
-                },
-                {"$inc": {"items.$[line].quantity": -quantity}, "$set": {"updated_at": now}},
-                array_filters=[{"line.product_id": product_id}],
+                    {"$inc": {"items.$[line].quantity": -quantity}, "$set": {"updated_at": now}},
+                    array_filters=[{"line.product_id": product_id}],
+                    return_document=ReturnDocument.AFTER,
+                )
+                if raw is not None:
+                    return cls.from_raw(raw)
+            raw = await carts.find_one_and_update(
+                {"user_id": user_id, "items": {"$elemMatch": whole_line}},
+                {"$pull": {"items": {"product_id": product_id}}, "$set": {"updated_at": now}},
                 return_document=ReturnDocument.AFTER,
             )
             if raw is not None:
                 return cls.from_raw(raw)
-        raw = await carts.find_one_and_update(
-            {"user_id": user_id, "items.product_id": product_id},
-            {"$pull": {"items": {"product_id": product_id}}, "$set": {"updated_at": now}},
-            return_document=ReturnDocument.AFTER,
-        )
-        if raw is None:
-            raise CartItemNotFound()
-        return cls.from_raw(raw)
+            if quantity is None or not await carts.find_one(
+                {"user_id": user_id, "items.product_id": product_id}
+            ):
+                raise CartItemNotFound()
+            # The line grew between the two updates (a concurrent add): again.
+        raise CartBusy()
 
     @classmethod
     async def set_discount_code(cls, user_id: PydanticObjectId, code: str | None) -> "Cart":
