@@ -1,3 +1,6 @@
+import base64
+
+import pytest
 from fastapi import FastAPI
 from httpx import AsyncClient
 
@@ -53,3 +56,25 @@ async def test_history_rejects_bad_parameters(client: AsyncClient, app: FastAPI)
     )
     assert_problem(bad_cursor, 422, "invalid_cursor")
     assert_problem(await client.get("/order/history/"), 401, "not_authenticated")
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"123:abc",  # not an id
+        b"999999999999999999999999:64b7f0c2a1b2c3d4e5f60718",  # a time past any calendar
+        b"-99999999999999999999:64b7f0c2a1b2c3d4e5f60718",
+        b"12:34:56",
+        b"\xff\xfe",
+    ],
+)
+async def test_crafted_cursors_are_refused_not_failed(
+    client: AsyncClient, app: FastAPI, raw: bytes
+) -> None:
+    account = await make_user(app)
+    cursor = base64.urlsafe_b64encode(raw).decode()
+    for given in (cursor, "not base64 at all!", "===="):
+        response = await client.get(
+            "/order/history/", params={"cursor": given}, headers=account.headers
+        )
+        assert_problem(response, 422, "invalid_cursor")

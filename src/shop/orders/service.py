@@ -3,9 +3,10 @@
 import base64
 import logging
 from collections.abc import Mapping
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from beanie import PydanticObjectId
+from bson import ObjectId
 from pymongo.asynchronous.client_session import AsyncClientSession
 
 from shop.cart.models import Cart, InsufficientStock
@@ -307,13 +308,19 @@ def encode_cursor(order: Order) -> str:
 
 
 def decode_cursor(cursor: str) -> tuple[datetime, PydanticObjectId]:
+    """The position an ``encode_cursor`` cursor names; InvalidCursor for anything else."""
     try:
-        millis, order_id = base64.urlsafe_b64decode(cursor.encode()).decode().split(":")
-        return datetime.fromtimestamp(int(millis) / 1000, tz=utcnow().tzinfo), PydanticObjectId(
-            order_id
-        )
-    except (ValueError, UnicodeDecodeError):
+        text = base64.urlsafe_b64decode(cursor.encode()).decode("ascii")
+    except (ValueError, UnicodeError):
         raise InvalidCursor() from None
+    millis, _, order_id = text.partition(":")
+    if not (millis.isdigit() and int(millis) <= _LATEST_MILLIS and ObjectId.is_valid(order_id)):
+        raise InvalidCursor()
+    return datetime.fromtimestamp(int(millis) / 1000, tz=UTC), PydanticObjectId(order_id)
+
+
+# The last millisecond a datetime can hold (9999-12-31T23:59:59.999Z).
+_LATEST_MILLIS = 253_402_300_799_999
 
 
 async def order_history(
