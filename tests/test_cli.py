@@ -53,6 +53,9 @@ def _serve(data_dir: Path, port: int) -> tuple[list[dict[str, Any]], int]:
                 time.sleep(0.3)
         assert status == 200
         assert _get(f"http://127.0.0.1:{port}/docs")[0] == 200
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/products/", timeout=5) as answer:
+            assert "server" not in answer.headers  # no version for scanners
+            assert answer.headers["x-content-type-options"] == "nosniff"
         assert _get(f"http://127.0.0.1:{port}/openapi.json")[1]["info"]["title"] == "shop"
     finally:
         process.send_signal(signal.SIGTERM)

@@ -52,6 +52,7 @@ def _serve(args: argparse.Namespace) -> None:
         # uvicorn binds for several workers, and each answer then waited ~40 ms for an ACK.
         loop="uvloop",
         http="httptools",
+        server_header=False,  # no version for scanners
     )
 
 

@@ -29,6 +29,10 @@ class AppSettings(BaseSettings):
     idempotency_key_hours: int = Field(default=24, ge=24)
     return_window_days: int = Field(default=14, ge=0)
     returns_auto_approve: bool = True
+    # Requests with a larger body are refused (413) before it is read past the limit.
+    max_body_bytes: int = Field(default=1024 * 1024, gt=0)
+    # Origins allowed to call the API from a browser; none (CORS off) unless listed.
+    cors_origins: list[str] = Field(default_factory=list)
     # How old the cart's view of products and discounts may be; 0 reads them every time.
     catalog_cache_seconds: float = Field(default=2.0, ge=0)
 

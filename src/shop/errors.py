@@ -10,7 +10,6 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 PROBLEM_JSON = "application/problem+json"
 
@@ -126,10 +125,21 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     )
 
 
+# Codes for the errors the framework raises. Fixed here: HTTPStatus's phrases changed between
+# Python versions (413 and 422 among them), and a code must not.
+_HTTP_CODES = {
+    400: "bad_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "content_too_large",
+    415: "unsupported_media_type",
+}
+
+
 async def _http_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     phrase = HTTPStatus(exc.status_code).phrase
-    code = phrase.lower().replace(" ", "_").replace("-", "_")
+    code = _HTTP_CODES.get(exc.status_code) or phrase.lower().replace(" ", "_").replace("-", "_")
     detail = exc.detail if isinstance(exc.detail, str) else phrase
     response = problem_response(exc.status_code, code, phrase, detail)
     if exc.headers:
@@ -166,6 +176,7 @@ def problem_openapi(app: FastAPI) -> dict[str, Any]:
             answers.setdefault("422", {"description": "`validation_error`"})
             if "requestBody" in operation:
                 answers.setdefault("400", {"description": "`bad_request`: unparsable body"})
+                answers.setdefault("413", {"description": "`content_too_large`"})
             if operation.get("security"):
                 answers.setdefault(
                     "401", {"description": "`not_authenticated`, `invalid_token`, `token_expired`"}
@@ -182,21 +193,3 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected_error)
-
-
-class RejectControlCharacters:
-    """Answer 404 for a path with control characters.
-
-    Starlette's route patterns end in ``$``, which also matches before a final newline,
-    so ``/discounts/%0A`` would otherwise reach the list of discounts.
-    """
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and any(ord(c) < 32 for c in scope["path"]):
-            response = problem_response(404, "not_found", "Not Found", "No such resource")
-            await response(scope, receive, send)
-            return
-        await self.app(scope, receive, send)

@@ -19,7 +19,8 @@ from shop.db import connect, init_database
 from shop.demo import create_demo_catalog
 from shop.discounts.router import router as discounts_router
 from shop.docs import install_docs
-from shop.errors import RejectControlCharacters, install_error_handlers, problem_openapi
+from shop.errors import install_error_handlers, problem_openapi
+from shop.middleware import install_middleware
 from shop.orders.router import router as orders_router
 from shop.payments.provider import MockProvider
 from shop.returns.router import admin_router as returns_admin_router
@@ -66,7 +67,7 @@ def create_app(settings: AppSettings | None = None) -> FastAPI:
     app.state.catalog = CatalogCache(settings.catalog_cache_seconds)
     install_error_handlers(app)
     install_docs(app)
-    app.add_middleware(RejectControlCharacters)
+    install_middleware(app, settings.max_body_bytes, settings.cors_origins)
     app.openapi = lambda: problem_openapi(app)  # type: ignore[method-assign]
     for router in (
         accounts_router,
