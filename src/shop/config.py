@@ -29,6 +29,10 @@ class AppSettings(BaseSettings):
     idempotency_key_hours: int = Field(default=24, ge=24)
     return_window_days: int = Field(default=14, ge=0)
     returns_auto_approve: bool = True
+    # How long a request waits for a reachable database, and the most one database operation
+    # (retries included) may take; past either it answers 503 database_unavailable.
+    db_selection_timeout_seconds: float = Field(default=2.0, gt=0)
+    db_timeout_seconds: float = Field(default=10.0, gt=0)
     # Requests with a larger body are refused (413) before it is read past the limit.
     max_body_bytes: int = Field(default=1024 * 1024, gt=0)
     # Origins allowed to call the API from a browser; none (CORS off) unless listed.

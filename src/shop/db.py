@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+import pymongo
 from beanie import init_beanie
 from pymongo import AsyncMongoClient, MongoClient, monitoring
 from pymongo.asynchronous.client_session import AsyncClientSession
@@ -44,11 +45,19 @@ DOCUMENT_MODELS: list[Any] = [
 
 
 def connect(
-    url: str, listeners: Sequence[monitoring.CommandListener] = ()
+    url: str,
+    listeners: Sequence[monitoring.CommandListener] = (),
+    *,
+    selection_timeout: float = 30.0,
+    timeout: float | None = None,
 ) -> AsyncMongoClient[Any]:
     """The service's client. Every write, transactions included, is acknowledged only once
     it is in the journal of a majority (``w: "majority", j: true``; keyword arguments win over
-    the URL): an order, a payment or a refund the shop has answered survives a crash."""
+    the URL): an order, a payment or a refund the shop has answered survives a crash.
+
+    ``selection_timeout`` bounds the wait for a reachable server, ``timeout`` each operation
+    with its retries (PyMongo's client-side operation timeout).
+    """
     return AsyncMongoClient(
         url,
         tz_aware=True,
@@ -56,6 +65,9 @@ def connect(
         event_listeners=list(listeners),
         w="majority",
         journal=True,
+        serverSelectionTimeoutMS=int(selection_timeout * 1000),
+        connectTimeoutMS=int(selection_timeout * 1000),
+        timeoutMS=None if timeout is None else int(timeout * 1000),
     )
 
 
@@ -73,10 +85,13 @@ async def in_transaction(callback: Callable[[AsyncClientSession], Awaitable[T]])
     """Run ``callback`` in one transaction, retried on transient errors as the driver advises.
 
     The callback may run more than once: it must not change anything outside the database.
+    All attempts together get the client's operation timeout: without it, the driver retries
+    a transaction that meets an unreachable server for up to two minutes.
     """
     assert _client is not None, "init_database() first"
-    async with _client.start_session() as session:
-        return await session.with_transaction(callback)
+    with pymongo.timeout(_client.options.timeout):
+        async with _client.start_session() as session:
+            return await session.with_transaction(callback)
 
 
 class EmbeddedMongo:

@@ -9,6 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+from pymongo.errors import ConnectionFailure, PyMongoError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 PROBLEM_JSON = "application/problem+json"
@@ -147,6 +148,26 @@ async def _http_error(_: Request, exc: Exception) -> JSONResponse:
     return response
 
 
+class DatabaseUnavailable(ShopError):
+    status, code, title = 503, "database_unavailable", "The database cannot be reached"
+    retry_after_seconds: ClassVar[int] = 5
+
+
+def is_outage(exc: BaseException) -> bool:
+    """The database could not be reached or did not answer in time: nothing the request did
+    wrong, and worth retrying."""
+    return isinstance(exc, ConnectionFailure) or (isinstance(exc, PyMongoError) and exc.timeout)
+
+
+async def _database_error(request: Request, exc: Exception) -> JSONResponse:
+    if not is_outage(exc):
+        return await _unexpected_error(request, exc)
+    unavailable = DatabaseUnavailable("The database did not answer in time; try again shortly")
+    response = JSONResponse(unavailable.problem(), status_code=503, media_type=PROBLEM_JSON)
+    response.headers["Retry-After"] = str(DatabaseUnavailable.retry_after_seconds)
+    return response
+
+
 async def _unexpected_error(_: Request, exc: Exception) -> JSONResponse:
     return problem_response(500, "internal_error", "Internal server error", "Unexpected error")
 
@@ -192,4 +213,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ShopError, _shop_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(PyMongoError, _database_error)
     app.add_exception_handler(Exception, _unexpected_error)

@@ -36,7 +36,12 @@ def create_app(settings: AppSettings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if settings.mongodb_url is None:
             raise RuntimeError("SHOP_MONGODB_URL is not set: start the service with `shop serve`")
-        client = connect(settings.mongodb_url, [app.state.catalog.invalidator])
+        client = connect(
+            settings.mongodb_url,
+            [app.state.catalog.invalidator],
+            selection_timeout=settings.db_selection_timeout_seconds,
+            timeout=settings.db_timeout_seconds,
+        )
         try:
             await init_database(client, settings.db_name)
             if settings.admin_email and settings.admin_password:

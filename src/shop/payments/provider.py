@@ -12,6 +12,7 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, ClassVar, Protocol
 
+import pymongo
 from beanie import DecimalAnnotation, Document, Indexed
 from bson import Decimal128
 from pydantic import Field
@@ -213,8 +214,9 @@ class MockProvider:
 
         client = ProviderRefund.get_pymongo_collection().database.client
         try:
-            async with client.start_session() as session:
-                return await session.with_transaction(book)
+            with pymongo.timeout(client.options.timeout):
+                async with client.start_session() as session:
+                    return await session.with_transaction(book)
         except DuplicateKeyError:  # a concurrent refund with the same key won
             existing = await ProviderRefund.find_one(ProviderRefund.key == key)
             assert existing is not None
