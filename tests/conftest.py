@@ -13,7 +13,8 @@ from pydantic import SecretStr
 from pymongo import monitoring
 
 from shop.config import AppSettings
-from shop.db import DOCUMENT_MODELS, EmbeddedMongo
+from shop.db import DOCUMENT_MODELS
+from shop.embedded import EmbeddedMongo
 from shop.main import create_app
 
 

@@ -4,7 +4,7 @@ import pytest
 from pymongo import MongoClient
 
 from shop.config import AppSettings
-from shop.db import EmbeddedMongo
+from shop.embedded import EmbeddedMongo
 
 
 def test_embedded_database_reopens_its_data_intact(tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ from pymongo import MongoClient
 
 from shop.accounts.models import Role
 from shop.accounts.security import Principal, create_access_token
-from shop.db import EmbeddedMongo, _free_port
+from shop.embedded import EmbeddedMongo, free_port
 
 SHOP = Path(sys.executable).parent / "shop"
 KEY = "durability-signing-key-of-sufficient-length"
@@ -102,7 +102,7 @@ def test_acknowledged_orders_and_payments_survive_a_database_kill(tmp_path: Path
         tokens = [
             create_access_token(Principal(ObjectId(u), Role.customer), KEY, 30) for u in users
         ]
-        port = _free_port("127.0.0.1")
+        port = free_port()
         service = serve(database.url, tmp_path, port)
         acknowledged = asyncio.run(burst(f"http://127.0.0.1:{port}", str(product), tokens))
         database.kill()  # right after the last answer

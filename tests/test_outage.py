@@ -18,7 +18,7 @@ from pymongo import MongoClient
 
 from shop.accounts.models import Role
 from shop.accounts.security import Principal, create_access_token
-from shop.db import EmbeddedMongo, _free_port
+from shop.embedded import EmbeddedMongo, free_port
 
 SHOP = Path(sys.executable).parent / "shop"
 KEY = "outage-signing-key-of-sufficient-length-for-hs256"
@@ -73,7 +73,7 @@ async def answers(
 def test_an_outage_answers_503_in_time_and_the_service_heals_by_itself(tmp_path: Path) -> None:
     database = EmbeddedMongo(tmp_path / "db")
     database.start()
-    port = _free_port("127.0.0.1")
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("SHOP_")}
     env |= {

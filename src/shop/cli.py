@@ -9,7 +9,7 @@ import sys
 import uvicorn
 
 from shop.config import AppSettings
-from shop.db import EmbeddedMongo
+from shop.embedded import EmbeddedMongo, Supervisor
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -30,14 +30,27 @@ def main(argv: list[str] | None = None) -> None:
     if settings.mongodb_url is not None:
         _serve(args)
         return
-    # uvicorn re-raises SIGTERM after its shutdown; turn it into an exit so the
-    # embedded database below is stopped cleanly too.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    # One embedded database for all workers; they find it through the environment.
-    with EmbeddedMongo(settings.data_dir.resolve() / "db") as database:
+    # One embedded database for all workers; they find it through the environment. It is
+    # restarted if it exits; if it cannot be, the shop stops and exits non-zero.
+    database = EmbeddedMongo(settings.data_dir.resolve() / "db")
+    supervisor = Supervisor(database, give_up=lambda: os.kill(os.getpid(), signal.SIGTERM))
+    # uvicorn re-raises SIGTERM after its shutdown; turn it into an exit so the embedded
+    # database is stopped cleanly too.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(_GAVE_UP if supervisor.failed else 0))
+    try:
+        database.start()
         logging.getLogger("shop").info("embedded database at %s", database.url)
         os.environ["SHOP_MONGODB_URL"] = database.url
+        supervisor.start()
         _serve(args)
+    finally:
+        supervisor.stop()
+        database.stop()
+    if supervisor.failed:
+        sys.exit(_GAVE_UP)
+
+
+_GAVE_UP = "shop: the embedded database stopped and could not be restarted; see the log above"
 
 
 def _serve(args: argparse.Namespace) -> None:

@@ -1,21 +1,13 @@
-"""The MongoDB connection: a configured server, or an embedded SecantusDB started as a program."""
+"""The MongoDB connection, the documents bound to it, and the one transaction helper."""
 
 import logging
-import shutil
-import signal
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Awaitable, Callable, Sequence
-from pathlib import Path
 from typing import Any, TypeVar
 
 import pymongo
 from beanie import init_beanie
-from pymongo import AsyncMongoClient, MongoClient, monitoring
+from pymongo import AsyncMongoClient, monitoring
 from pymongo.asynchronous.client_session import AsyncClientSession
-from pymongo.errors import PyMongoError
 
 from shop.accounts.models import User
 from shop.cart.models import Cart
@@ -92,106 +84,3 @@ async def in_transaction(callback: Callable[[AsyncClientSession], Awaitable[T]])
     with pymongo.timeout(_client.options.timeout):
         async with _client.start_session() as session:
             return await session.with_transaction(callback)
-
-
-class EmbeddedMongo:
-    """A SecantusDB server run as a separate program on a free loopback port.
-
-    Data lives in ``storage_path`` and is reopened intact on the next start; ``":memory:"``
-    gives throw-away storage. The program is GPL-licensed, so it is launched, never imported.
-    """
-
-    def __init__(
-        self,
-        storage_path: str | Path,
-        host: str = "127.0.0.1",
-        *,
-        port: int | None = None,
-        test_commands: bool = False,
-    ) -> None:
-        self.storage_path = str(storage_path)
-        self.host = host
-        self.test_commands = test_commands
-        self.port = port or _free_port(host)
-        self._process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"mongodb://{self.host}:{self.port}/?directConnection=true"
-
-    def start(self, timeout: float = 30.0) -> None:
-        if self.storage_path != ":memory:":
-            Path(self.storage_path).mkdir(parents=True, exist_ok=True)
-        command = [
-            _server_program(),
-            "--host",
-            self.host,
-            "--port",
-            str(self.port),
-            "--storage-path",
-            self.storage_path,
-            "--log-level",
-            "WARNING",
-            *(["--enable-test-commands"] if self.test_commands else []),
-        ]
-        log.info("starting embedded database: %s", " ".join(command))
-        self._process = subprocess.Popen(command, start_new_session=True)
-        deadline = time.monotonic() + timeout
-        probe: MongoClient[dict[str, Any]]
-        with MongoClient(self.url, serverSelectionTimeoutMS=500) as probe:
-            while True:
-                if self._process.poll() is not None:
-                    raise RuntimeError(
-                        f"the embedded database exited with {self._process.returncode}; is "
-                        f"another shop already using {self.storage_path}?"
-                    )
-                try:
-                    probe.admin.command("ping")
-                    return
-                except PyMongoError:
-                    if time.monotonic() > deadline:
-                        self.stop()
-                        raise RuntimeError("embedded database did not start in time") from None
-                    time.sleep(0.1)
-
-    def stop(self, timeout: float = 20.0) -> None:
-        process, self._process = self._process, None
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(signal.SIGTERM)  # the server closes WiredTiger cleanly on SIGTERM
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-    def kill(self) -> None:
-        """Stop it the hard way (SIGKILL), as a crash or a power cut would."""
-        process, self._process = self._process, None
-        if process is not None and process.poll() is None:
-            process.kill()
-            process.wait()
-
-    def __enter__(self) -> "EmbeddedMongo":
-        self.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.stop()
-
-
-def _server_program() -> str:
-    beside_python = Path(sys.executable).parent / "secantusd-py"
-    if beside_python.exists():
-        return str(beside_python)
-    found = shutil.which("secantusd-py")
-    if found is None:
-        raise RuntimeError("secantusd-py not found: install the SecantusDB package")
-    return found
-
-
-def _free_port(host: str) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        port: int = s.getsockname()[1]
-        return port
