@@ -363,6 +363,8 @@ def start_services(db_url: str, tmp: Path, out: Path) -> dict[str, Service]:
         "SHOP_DEMO_DATA": "true",
         "SHOP_ADMIN_EMAIL": ADMIN_EMAIL,
         "SHOP_ADMIN_PASSWORD": ADMIN_PASSWORD,
+        # Every virtual user registers from this one address.
+        "SHOP_REGISTRATIONS_PER_ADDRESS": "1000000",
     }
     # The floor runs on the same server configuration as `shop serve`: uvloop, httptools and
     # uvicorn's access log, so the ratios compare the applications, not the servers.

@@ -29,6 +29,17 @@ class AppSettings(BaseSettings):
     idempotency_key_hours: int = Field(default=24, ge=24)
     return_window_days: int = Field(default=14, ge=0)
     returns_auto_approve: bool = True
+    # At most this many password hashes (argon2: ~64 MiB and a core each) run at once.
+    password_hash_concurrency: int = Field(default=os.cpu_count() or 2, ge=1)
+    # After this many failed logins for one account, or from one client address, within
+    # login_window_seconds, logins are refused (429) for login_block_seconds, doubling with
+    # each further failure up to login_block_max_seconds. A success resets the account.
+    login_failures_limit: int = Field(default=5, ge=1)
+    login_block_seconds: float = Field(default=1.0, gt=0)
+    login_block_max_seconds: float = Field(default=900.0, gt=0)
+    login_window_seconds: float = Field(default=900.0, gt=0)
+    # Registrations one client address may make per hour.
+    registrations_per_address: int = Field(default=20, ge=1)
     # How long a request waits for a reachable database, and the most one database operation
     # (retries included) may take; past either it answers 503 database_unavailable.
     db_selection_timeout_seconds: float = Field(default=2.0, gt=0)

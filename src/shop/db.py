@@ -10,6 +10,7 @@ from pymongo import AsyncMongoClient, monitoring
 from pymongo.asynchronous.client_session import AsyncClientSession
 
 from shop.accounts.models import User
+from shop.accounts.throttle import Attempts
 from shop.cart.models import Cart
 from shop.catalog.models import Product
 from shop.discounts.models import Discount, DiscountUsage
@@ -23,6 +24,7 @@ T = TypeVar("T")
 
 DOCUMENT_MODELS: list[Any] = [
     User,
+    Attempts,
     Product,
     Cart,
     Order,

@@ -10,7 +10,8 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import OAuth2PasswordBearer
 
-from shop.accounts.security import Principal, read_access_token
+from shop.accounts.security import PasswordHashing, Principal, read_access_token
+from shop.accounts.throttle import Throttles
 from shop.catalog_cache import CatalogCache
 from shop.config import AppSettings
 from shop.errors import Forbidden, NotAuthenticated
@@ -49,6 +50,29 @@ async def _providers(request: Request) -> Mapping[str, PaymentProvider]:
 
 
 PaymentProviders = Annotated[Mapping[str, PaymentProvider], Depends(_providers)]
+
+
+async def _hashing(request: Request) -> PasswordHashing:
+    hashing: PasswordHashing = request.app.state.hashing
+    return hashing
+
+
+Hashing = Annotated[PasswordHashing, Depends(_hashing)]
+
+
+async def _throttles(request: Request) -> Throttles:
+    throttles: Throttles = request.app.state.throttles
+    return throttles
+
+
+Throttled = Annotated[Throttles, Depends(_throttles)]
+
+
+async def _client_address(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+ClientAddress = Annotated[str, Depends(_client_address)]
 
 
 async def _optional_user(

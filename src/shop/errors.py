@@ -25,13 +25,26 @@ class ShopError(Exception):
     # about this request, which may be retried as it is (with the same Idempotency-Key).
     transient: ClassVar[bool] = False
 
-    def __init__(self, detail: str | None = None, **extra: Any) -> None:
+    # Seconds after which the same request may succeed; sent as Retry-After when set.
+    retry_after: int | None = None
+
+    def __init__(
+        self, detail: str | None = None, *, retry_after: int | None = None, **extra: Any
+    ) -> None:
         super().__init__(detail or self.title)
         self.detail = detail or self.title
         self.extra = extra
+        if retry_after is not None:
+            self.retry_after = retry_after
 
     def problem(self) -> dict[str, Any]:
         return problem_body(self.status, self.code, self.title, self.detail, **self.extra)
+
+    def response(self) -> JSONResponse:
+        headers = {} if self.retry_after is None else {"Retry-After": str(self.retry_after)}
+        return JSONResponse(
+            self.problem(), status_code=self.status, media_type=PROBLEM_JSON, headers=headers
+        )
 
 
 class NotFound(ShopError):
@@ -69,6 +82,15 @@ class InvalidCredentials(NotAuthenticated):
 
 class Forbidden(ShopError):
     status, code, title = 403, "forbidden", "Forbidden"
+
+
+class TooManyRequests(ShopError):
+    status, code, title = 429, "too_many_requests", "Too many requests; slow down"
+
+
+class Busy(ShopError):
+    status, code, title = 503, "busy", "The service is busy; try again shortly"
+    retry_after = 1
 
 
 class Problem(BaseModel):
@@ -114,7 +136,7 @@ def responses(*errors: type[ShopError]) -> dict[int | str, dict[str, Any]]:
 
 async def _shop_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ShopError)
-    return JSONResponse(exc.problem(), status_code=exc.status, media_type=PROBLEM_JSON)
+    return exc.response()
 
 
 async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
@@ -150,7 +172,7 @@ async def _http_error(_: Request, exc: Exception) -> JSONResponse:
 
 class DatabaseUnavailable(ShopError):
     status, code, title = 503, "database_unavailable", "The database cannot be reached"
-    retry_after_seconds: ClassVar[int] = 5
+    retry_after = 5
 
 
 def is_outage(exc: BaseException) -> bool:
@@ -162,10 +184,7 @@ def is_outage(exc: BaseException) -> bool:
 async def _database_error(request: Request, exc: Exception) -> JSONResponse:
     if not is_outage(exc):
         return await _unexpected_error(request, exc)
-    unavailable = DatabaseUnavailable("The database did not answer in time; try again shortly")
-    response = JSONResponse(unavailable.problem(), status_code=503, media_type=PROBLEM_JSON)
-    response.headers["Retry-After"] = str(DatabaseUnavailable.retry_after_seconds)
-    return response
+    return DatabaseUnavailable("The database did not answer in time; try again shortly").response()
 
 
 async def _unexpected_error(_: Request, exc: Exception) -> JSONResponse:

@@ -9,7 +9,9 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from shop.accounts.router import router as accounts_router
+from shop.accounts.security import PasswordHashing
 from shop.accounts.service import ensure_admin
+from shop.accounts.throttle import Throttles
 from shop.background import run_sweeper
 from shop.cart.router import router as cart_router
 from shop.catalog.router import router as catalog_router
@@ -45,7 +47,11 @@ def create_app(settings: AppSettings | None = None) -> FastAPI:
         try:
             await init_database(client, settings.db_name)
             if settings.admin_email and settings.admin_password:
-                await ensure_admin(settings.admin_email, settings.admin_password.get_secret_value())
+                await ensure_admin(
+                    settings.admin_email,
+                    settings.admin_password.get_secret_value(),
+                    app.state.hashing,
+                )
             if settings.demo_data and (created := await create_demo_catalog()):
                 log.info("created %d demo products", created)
             sweeper = asyncio.create_task(
@@ -70,6 +76,8 @@ def create_app(settings: AppSettings | None = None) -> FastAPI:
     app.state.signing_key = settings.signing_key()
     app.state.payment_providers = {"mock": MockProvider()}
     app.state.catalog = CatalogCache(settings.catalog_cache_seconds)
+    app.state.hashing = PasswordHashing(settings.password_hash_concurrency)
+    app.state.throttles = Throttles.from_settings(settings)
     install_error_handlers(app)
     install_docs(app)
     install_middleware(app, settings.max_body_bytes, settings.cors_origins)

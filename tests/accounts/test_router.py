@@ -105,9 +105,11 @@ async def test_a_token_accepted_before_is_refused_once_it_expires(
     assert_problem(await client.get("/cart/", headers=headers), 401, "token_expired")
 
 
-async def test_configured_admin_exists_with_updated_password(client: AsyncClient) -> None:
-    await ensure_admin("Boss@example.com", "first-password")
-    await ensure_admin("boss@example.com", "second-password")
+async def test_configured_admin_exists_with_updated_password(
+    client: AsyncClient, app: FastAPI
+) -> None:
+    await ensure_admin("Boss@example.com", "first-password", app.state.hashing)
+    await ensure_admin("boss@example.com", "second-password", app.state.hashing)
     admins = await User.find(User.role == Role.admin).to_list()
     assert [a.email for a in admins] == ["boss@example.com"]
     old = await client.post(

@@ -1,8 +1,11 @@
 """Password hashing (argon2) and access tokens (JWT)."""
 
+import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import cache, lru_cache
+from typing import TypeVar
 
 import jwt
 from beanie import PydanticObjectId
@@ -11,28 +14,51 @@ from starlette.concurrency import run_in_threadpool
 
 from shop.accounts.models import Role
 from shop.clock import utcnow
-from shop.errors import InvalidToken, TokenExpired
+from shop.errors import Busy, InvalidToken, TokenExpired
+
+T = TypeVar("T")
 
 ALGORITHM = "HS256"
 _hasher = PasswordHash.recommended()
 
 
-async def hash_password(password: str) -> str:
-    # argon2 is deliberately slow; keep it off the event loop.
-    return await run_in_threadpool(_hasher.hash, password)
+class PasswordHashing:
+    """argon2, off the event loop and bounded: at most ``concurrency`` hashes at once.
+
+    Each hash takes about 64 MiB and a core for tens of milliseconds. Unbounded, a login
+    flood ran one per worker thread (2.6 GB) and slowed every other request; now the rest wait
+    up to ``wait`` seconds for a slot, then get 503 ``busy`` with Retry-After. Requests that
+    need no hashing never wait here.
+    """
+
+    def __init__(self, concurrency: int, wait: float = 2.0) -> None:
+        self._slots = asyncio.Semaphore(concurrency)
+        self.wait = wait
+
+    async def hash(self, password: str) -> str:
+        return await self._run(_hasher.hash, password)
+
+    async def verify(self, password: str, password_hash: str | None) -> bool:
+        """Check a password; with no account (``None``) it costs the same and fails."""
+        if password_hash is None:
+            await self._run(_hasher.verify, password, _unknown_user_hash())
+            return False
+        return await self._run(_hasher.verify, password, password_hash)
+
+    async def _run(self, work: Callable[..., T], *args: str) -> T:
+        try:
+            await asyncio.wait_for(self._slots.acquire(), self.wait)
+        except TimeoutError:
+            raise Busy("Too many logins at once; try again in a moment") from None
+        try:
+            return await run_in_threadpool(work, *args)
+        finally:
+            self._slots.release()
 
 
 @cache
 def _unknown_user_hash() -> str:
     return _hasher.hash("no such user")
-
-
-async def verify_password(password: str, password_hash: str | None) -> bool:
-    """Check a password; with no account (``None``) it costs the same and fails."""
-    if password_hash is None:
-        await run_in_threadpool(_hasher.verify, password, _unknown_user_hash())
-        return False
-    return await run_in_threadpool(_hasher.verify, password, password_hash)
 
 
 @dataclass(frozen=True)
