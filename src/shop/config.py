@@ -38,6 +38,11 @@ class AppSettings(BaseSettings):
     login_block_seconds: float = Field(default=1.0, gt=0)
     login_block_max_seconds: float = Field(default=900.0, gt=0)
     login_window_seconds: float = Field(default=900.0, gt=0)
+    # A cart holds at most this many different products, and this many units of each.
+    cart_max_lines: int = Field(default=100, ge=1)
+    cart_max_line_quantity: int = Field(default=1000, ge=1)
+    # Refused promo codes one customer may try before codes are refused for a while (429).
+    promo_code_failures_limit: int = Field(default=10, ge=1)
     # Registrations one client address may make per hour.
     registrations_per_address: int = Field(default=20, ge=1)
     # How long a request waits for a reachable database, and the most one database operation

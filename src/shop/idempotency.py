@@ -21,7 +21,7 @@ from pymongo import ASCENDING, IndexModel
 from pymongo.errors import DuplicateKeyError
 
 from shop.clock import as_utc, utcnow
-from shop.errors import PROBLEM_JSON, Conflict, ShopError, Unprocessable
+from shop.errors import PROBLEM_JSON, Conflict, NotFound, ShopError, Unprocessable
 
 REPLAYED_HEADER = "Idempotent-Replayed"
 # How long a request may hold its key while running. Longer than a payment attempt holds
@@ -99,8 +99,9 @@ async def run_once(
     """Run ``action`` once per (user, operation, key); replay its outcome afterwards.
 
     Refusals (``ShopError``) are outcomes too and are replayed, except transient ones (a
-    concurrent request got in the way), which say nothing about this one. An unexpected
-    failure forgets the key, so the client can retry with it.
+    concurrent request got in the way), which say nothing about this one, and 404s (the
+    request named nothing of the caller's: keeping those would let anyone fill the store
+    with keys). An unexpected failure forgets the key, so the client can retry with it.
     """
     if key is None:
         raise IdempotencyKeyMissing()
@@ -125,7 +126,7 @@ async def run_once(
     try:
         result = await action()
     except ShopError as refusal:
-        if refusal.transient:
+        if refusal.transient or isinstance(refusal, NotFound):
             await record.delete()
             raise
         body = refusal.problem()

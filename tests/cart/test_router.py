@@ -5,6 +5,7 @@ from httpx import AsyncClient
 
 from shop.accounts.models import Role
 from shop.cart.models import Cart
+from shop.config import AppSettings
 from tests.factories import add_to_cart, assert_problem, make_product, make_user
 
 
@@ -191,3 +192,33 @@ async def test_adds_racing_removes_of_one_product_never_fail(
     assert set(removes) <= {200, 404}, removes
     cart = await Cart.of_user(account.id)
     assert cart.quantity_of(product.id) == adds.count(200) - removes.count(200)
+
+
+async def test_a_cart_holds_a_bounded_number_of_lines_and_units(
+    client: AsyncClient, app: FastAPI, settings: AppSettings
+) -> None:
+    settings.cart_max_lines, settings.cart_max_line_quantity = 3, 5
+    account = await make_user(app)
+    products = [await make_product(stock=100) for _ in range(4)]
+    for product in products[:3]:
+        assert (await add_to_cart(client, account, product, 1)).status_code == 200
+    assert_problem(await add_to_cart(client, account, products[3], 1), 422, "cart_full")
+    assert (await add_to_cart(client, account, products[0], 4)).status_code == 200  # 5 units
+    over = await add_to_cart(client, account, products[0], 1)
+    assert_problem(over, 422, "line_quantity_exceeded")
+    assert_problem(
+        await add_to_cart(client, account, products[1], 6), 422, "line_quantity_exceeded"
+    )
+    cart = await Cart.of_user(account.id)
+    assert [cart.quantity_of(p.id) for p in products] == [5, 1, 1, 0]
+
+
+async def test_concurrent_new_lines_stop_exactly_at_the_line_limit(
+    client: AsyncClient, app: FastAPI, settings: AppSettings
+) -> None:
+    settings.cart_max_lines = 5
+    account = await make_user(app)
+    products = [await make_product(stock=10) for _ in range(12)]
+    answers = await asyncio.gather(*(add_to_cart(client, account, p, 1) for p in products))
+    assert sorted(a.status_code for a in answers) == [200] * 5 + [422] * 7
+    assert len((await Cart.of_user(account.id)).items) == 5

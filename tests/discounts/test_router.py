@@ -130,9 +130,11 @@ async def test_cart_shows_product_and_cart_discounts(client: AsyncClient, app: F
     assert (removed.json()["cart_discount"], removed.json()["total"]) == (None, "38.00")
 
 
-async def test_each_refused_code_has_its_own_problem_code(
+async def test_codes_that_cannot_be_used_now_answer_as_unknown_ones_unless_actionable(
     client: AsyncClient, app: FastAPI
 ) -> None:
+    """Guessing must not tell hidden codes from unknown ones: only reasons the customer can
+    act on (the minimum subtotal, their own limit) are told apart."""
     account = await make_user(app)
     await add_to_cart(client, account, await make_product(price="10.00"), 1)
     now = utcnow()
@@ -147,20 +149,31 @@ async def test_each_refused_code_has_its_own_problem_code(
         scope=CART, kind=PERCENT, value="5", code="USED", usage_limit=2, times_used=2
     )
     await make_discount(scope=CART, kind=PERCENT, value="5", code="BIG", min_subtotal="50.00")
-    for code, problem in [
-        ("NOPE", "discount_not_found"),
-        ("OFF", "discount_inactive"),
-        ("SOON", "discount_not_started"),
-        ("GONE", "discount_expired"),
-        ("USED", "discount_used_up"),
-        ("BIG", "discount_min_subtotal_not_met"),
-    ]:
-        assert_problem(
-            await apply_code(client, account, code), 404 if code == "NOPE" else 409, problem
-        )
+    answers = {}
+    for code in ("NOPE", "OFF", "SOON", "GONE", "USED"):
+        body = assert_problem(await apply_code(client, account, code), 404, "discount_not_found")
+        answers[code] = (body["title"], str(body["detail"]).replace(code, "X"))
+    assert len(set(answers.values())) == 1, answers  # the same answer, whatever the reason
+    assert_problem(await apply_code(client, account, "BIG"), 409, "discount_min_subtotal_not_met")
     cart = await Cart.find_one({"user_id": account.id})
     assert cart is not None
     assert cart.discount_code is None
+
+
+async def test_a_customer_who_keeps_guessing_codes_is_refused_for_a_while(
+    client: AsyncClient, app: FastAPI, settings: AppSettings
+) -> None:
+    account = await make_user(app)
+    await add_to_cart(client, account, await make_product(price="10.00"), 1)
+    await make_discount(scope=CART, kind=PERCENT, value="5", code="REAL")
+    for n in range(settings.promo_code_failures_limit):
+        assert_problem(await apply_code(client, account, f"GUESS{n}"), 404, "discount_not_found")
+    refused = await apply_code(client, account, "REAL")
+    assert_problem(refused, 429, "too_many_requests")
+    assert int(refused.headers["retry-after"]) >= 1
+    other = await make_user(app)  # others are not affected
+    await add_to_cart(client, other, await make_product(price="10.00"), 1)
+    assert (await apply_code(client, other, "REAL")).status_code == 200
 
 
 async def test_one_code_per_cart_the_new_one_replaces_the_old(

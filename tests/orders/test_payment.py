@@ -3,6 +3,7 @@ import uuid
 from datetime import timedelta
 from decimal import Decimal
 
+from bson import ObjectId
 from fastapi import FastAPI
 from httpx import AsyncClient
 
@@ -225,3 +226,16 @@ async def test_a_key_left_running_by_a_stopped_process_is_taken_over_after_its_l
     replay = await pay(client, account, order["id"], key="stuck-key")
     assert replay.json() == taken_over.json()
     assert len(await charges_for(order["id"])) == 1
+
+
+async def test_pays_of_orders_that_do_not_exist_keep_no_idempotency_keys(
+    client: AsyncClient, app: FastAPI
+) -> None:
+    account = await make_user(app)
+    for _ in range(20):
+        assert_problem(await pay(client, account, str(ObjectId())), 404, "order_not_found")
+    assert await IdempotencyRecord.count() == 0
+    order = await place_order(client, account, (await make_product(), 1))
+    assert (await pay(client, account, order["id"], key="k1")).status_code == 200
+    assert_problem(await pay(client, account, order["id"], key="k2"), 409, "order_already_paid")
+    assert await IdempotencyRecord.count() == 2  # outcomes on a real order are kept

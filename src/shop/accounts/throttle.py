@@ -78,6 +78,7 @@ class Throttle:
 class Throttles:
     logins: Throttle
     registrations: Throttle
+    promo_codes: Throttle
 
     @classmethod
     def from_settings(cls, settings: AppSettings) -> "Throttles":
@@ -92,6 +93,12 @@ class Throttles:
             registrations=Throttle(
                 limit=settings.registrations_per_address,
                 block=hour,
+                longest_block=hour,
+                window=hour,
+            ),
+            promo_codes=Throttle(
+                limit=settings.promo_code_failures_limit,
+                block=timedelta(minutes=1),
                 longest_block=hour,
                 window=hour,
             ),

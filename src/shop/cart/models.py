@@ -1,5 +1,5 @@
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, NamedTuple
 
 from beanie import Document, Indexed, PydanticObjectId
 from pydantic import BaseModel, Field
@@ -9,7 +9,7 @@ from pymongo.errors import DuplicateKeyError
 
 from shop.catalog.models import Product
 from shop.clock import utcnow
-from shop.errors import Conflict, NotFound
+from shop.errors import Conflict, NotFound, Unprocessable
 
 
 class InsufficientStock(Conflict):
@@ -18,6 +18,19 @@ class InsufficientStock(Conflict):
 
 class CartBusy(Conflict):
     code, title = "cart_busy", "The cart is changing too fast; try again"
+
+
+class CartFull(Unprocessable):
+    code, title = "cart_full", "The cart holds as many different products as it may"
+
+
+class LineQuantityExceeded(Unprocessable):
+    code, title = "line_quantity_exceeded", "More units of one product than a cart line holds"
+
+
+class CartLimits(NamedTuple):
+    lines: int
+    line_quantity: int
 
 
 class CartItemNotFound(NotFound):
@@ -63,10 +76,22 @@ class Cart(Document):
         return cls(user_id=user_id) if raw is None else cls.model_validate(raw)
 
     @classmethod
-    async def add_item(cls, user_id: PydanticObjectId, product: Product, quantity: int) -> "Cart":
-        """Add ``quantity`` of ``product``, never above its stock; concurrent adds all count."""
+    async def add_item(
+        cls,
+        user_id: PydanticObjectId,
+        product: Product,
+        quantity: int,
+        limits: "CartLimits",
+    ) -> "Cart":
+        """Add ``quantity`` of ``product``, never above its stock nor the cart's limits;
+        concurrent adds all count."""
         assert product.id is not None
-        most_before = product.stock - quantity  # the line may hold at most this much beforehand
+        if quantity > limits.line_quantity:
+            raise LineQuantityExceeded(
+                f"A line holds at most {limits.line_quantity} units", products=[str(product.id)]
+            )
+        most = min(product.stock, limits.line_quantity)
+        most_before = most - quantity  # the line may hold at most this much beforehand
         if most_before < 0:
             raise InsufficientStock(
                 f"Only {product.stock} of {product.name} in stock", products=[str(product.id)]
@@ -91,7 +116,11 @@ class Cart(Document):
             item = CartItem(product_id=product.id, quantity=quantity, added_at=now)
             try:
                 raw = await carts.find_one_and_update(
-                    {"user_id": user_id, "items.product_id": {"$ne": product.id}},
+                    {
+                        "user_id": user_id,
+                        "items.product_id": {"$ne": product.id},
+                        f"items.{limits.lines - 1}": {"$exists": False},  # room for a line
+                    },
                     {
                         "$push": {"items": item.model_dump()},
                         "$set": {"updated_at": now},
@@ -105,14 +134,24 @@ class Cart(Document):
                 # the filter match the existing cart, which it then updated: read that cart.
                 return cls.from_raw(raw) if raw is not None else await cls.of_user(user_id)
             except DuplicateKeyError:
-                pass  # the cart exists and holds the product already
+                pass  # the cart exists, and holds the product already or is full
             held = await cls.find_one(cls.user_id == user_id)
             if held is not None and held.quantity_of(product.id) > most_before:
+                in_cart = held.quantity_of(product.id)
+                if in_cart + quantity > limits.line_quantity:
+                    raise LineQuantityExceeded(
+                        f"A line holds at most {limits.line_quantity} units; "
+                        f"{in_cart} already in the cart",
+                        products=[str(product.id)],
+                    )
                 raise InsufficientStock(
                     f"Only {product.stock} of {product.name} in stock, "
-                    f"{held.quantity_of(product.id)} already in the cart",
+                    f"{in_cart} already in the cart",
                     products=[str(product.id)],
                 )
+            full = held is not None and len(held.items) >= limits.lines
+            if full and held is not None and held.quantity_of(product.id) == 0:
+                raise CartFull(f"A cart holds at most {limits.lines} different products")
             # The line changed between the two updates (removed or added concurrently): again.
         raise CartBusy()
 

@@ -3,20 +3,30 @@ from typing import Annotated
 from beanie import PydanticObjectId
 from fastapi import APIRouter, Query
 
-from shop.cart.models import Cart, CartItemNotFound, InsufficientStock
+from shop.cart.models import (
+    Cart,
+    CartFull,
+    CartItemNotFound,
+    CartLimits,
+    InsufficientStock,
+    LineQuantityExceeded,
+)
 from shop.cart.schemas import AddToCart, ApplyCode, CartDiscountOut, CartLineOut, CartOut
 from shop.cart.service import FreshCatalog, quote_cart
 from shop.catalog.router import ProductNotFound
-from shop.deps import Catalog, CurrentUser, Settings
+from shop.clock import utcnow
+from shop.deps import Catalog, CurrentUser, Settings, Throttled
 from shop.discounts.models import (
     REFUSALS,
     Discount,
-    DiscountInactive,
+    DiscountMinSubtotalNotMet,
     DiscountNotFound,
+    DiscountPerUserLimitReached,
+    DiscountRefused,
     DiscountScope,
     normalize_code,
 )
-from shop.errors import responses
+from shop.errors import TooManyRequests, responses
 from shop.pricing import Quote
 
 router = APIRouter(prefix="/cart", tags=["cart"])
@@ -42,7 +52,10 @@ async def view_cart(user: CurrentUser, settings: Settings, catalog: Catalog) -> 
     return cart_out(await quote_cart(cart, settings.currency, catalog))
 
 
-@router.post("/add/", responses=responses(ProductNotFound, InsufficientStock))
+@router.post(
+    "/add/",
+    responses=responses(ProductNotFound, InsufficientStock, CartFull, LineQuantityExceeded),
+)
 async def add_to_cart(
     body: AddToCart, user: CurrentUser, settings: Settings, catalog: Catalog
 ) -> CartOut:
@@ -50,7 +63,8 @@ async def add_to_cart(
     product = (await catalog.products([body.product_id])).get(body.product_id)
     if product is None or not product.active:
         raise ProductNotFound()
-    cart = await Cart.add_item(user.id, product, body.quantity)
+    limits = CartLimits(settings.cart_max_lines, settings.cart_max_line_quantity)
+    cart = await Cart.add_item(user.id, product, body.quantity, limits)
     return cart_out(await quote_cart(cart, settings.currency, catalog))
 
 
@@ -68,25 +82,40 @@ async def remove_from_cart(
     return cart_out(await quote_cart(cart, settings.currency, catalog))
 
 
+# Refusals a customer can act on, and so may hear; any other reason a code cannot be used
+# now (inactive, not started, expired, used up) is answered as if there were no such code,
+# so that guessing tells hidden codes from unknown ones apart.
+ACTIONABLE = (DiscountMinSubtotalNotMet, DiscountPerUserLimitReached)
+
+
 @router.post(
     "/discount/",
-    responses=responses(DiscountNotFound, *REFUSALS.values()),
+    responses=responses(DiscountNotFound, *ACTIONABLE, TooManyRequests),
 )
-async def apply_discount_code(body: ApplyCode, user: CurrentUser, settings: Settings) -> CartOut:
+async def apply_discount_code(
+    body: ApplyCode, user: CurrentUser, settings: Settings, throttles: Throttled
+) -> CartOut:
     """Apply a promo code. A cart holds one code: a new one replaces the old.
 
-    The code is judged on the database's figures, not the cart's cache."""
+    The code is judged on the database's figures, not the cart's cache. A customer who
+    keeps trying codes that cannot be used is refused for a while (429).
+    """
+    now, attempts = utcnow(), [f"promo-code:{user.id}"]
+    await throttles.promo_codes.check(attempts, now)
     code = normalize_code(body.code)
+    refusal: DiscountRefused | DiscountNotFound = DiscountNotFound(f"No promo code {code}")
     discount = await Discount.find_one(Discount.code == code)
-    if discount is None or discount.scope is not DiscountScope.cart:
-        raise DiscountNotFound(f"No promo code {code}")
-    cart = await Cart.of_user(user.id)
-    quote = await quote_cart(cart, settings.currency, FreshCatalog(), code=code)
-    if quote.cart_discount is None or not quote.cart_discount.applied:
-        reason = quote.cart_discount.reason if quote.cart_discount else None
-        raise REFUSALS.get(reason or "", DiscountInactive)()
-    cart = await Cart.set_discount_code(user.id, code)
-    return cart_out(await quote_cart(cart, settings.currency, FreshCatalog()))
+    if discount is not None and discount.scope is DiscountScope.cart:
+        cart = await Cart.of_user(user.id)
+        quote = await quote_cart(cart, settings.currency, FreshCatalog(), code=code)
+        if quote.cart_discount is not None and quote.cart_discount.applied:
+            cart = await Cart.set_discount_code(user.id, code)
+            return cart_out(await quote_cart(cart, settings.currency, FreshCatalog()))
+        reason = REFUSALS.get(quote.cart_discount.reason or "") if quote.cart_discount else None
+        if reason in ACTIONABLE:
+            refusal = reason()
+    await throttles.promo_codes.count(attempts, now)
+    raise refusal
 
 
 @router.delete("/discount/")
