@@ -3,6 +3,7 @@ import uuid
 from datetime import timedelta
 from decimal import Decimal
 
+from beanie import PydanticObjectId
 from bson import ObjectId
 from fastapi import FastAPI
 from httpx import AsyncClient
@@ -12,6 +13,7 @@ from shop.discounts.models import DiscountKind, DiscountScope
 from shop.idempotency import RUNNING_LEASE, IdempotencyRecord, fingerprint
 from shop.orders.models import Order, OrderStatus, PendingOrder
 from shop.orders.schemas import PayRequest
+from shop.orders.service import PAYMENT_HOLD
 from shop.payments.provider import ChargeStatus, ProviderCharge
 from tests.factories import (
     assert_problem,
@@ -239,3 +241,40 @@ async def test_pays_of_orders_that_do_not_exist_keep_no_idempotency_keys(
     assert (await pay(client, account, order["id"], key="k1")).status_code == 200
     assert_problem(await pay(client, account, order["id"], key="k2"), 409, "order_already_paid")
     assert await IdempotencyRecord.count() == 2  # outcomes on a real order are kept
+
+
+async def test_a_retry_after_a_crash_gets_the_success_its_charge_achieved(
+    client: AsyncClient, app: FastAPI
+) -> None:
+    """The request with key K claimed the order and was charged; then its process died.
+    Once its key's lease and its attempt's hold have run out, K's retry answers 200 with the
+    paid order, as if the first answer had arrived; another key is told the order is paid."""
+    account = await make_user(app)
+    order = await place_order(client, account, (await make_product(), 1))
+    request = PayRequest(order_id=order["id"], provider="mock", payment_method="pm_card_visa")
+    past = utcnow() - RUNNING_LEASE - timedelta(seconds=1)
+    await IdempotencyRecord(
+        user_id=account.id,
+        operation="order.pay",
+        key="K",
+        fingerprint=fingerprint("order.pay", request),
+        started_at=past,
+        expires_at=past + timedelta(days=1),
+    ).insert()
+    claimed = await Order.claim_for_payment(
+        PydanticObjectId(order["id"]), account.id, "mock", "pm_card_visa", past, PAYMENT_HOLD, "K"
+    )
+    assert claimed is not None and claimed.payment_in_progress is not None
+    await app.state.payment_providers["mock"].charge(
+        key=claimed.payment_in_progress.charge_key(claimed.id),
+        amount=claimed.total,
+        currency="EUR",
+        method="pm_card_visa",
+    )  # ... and the process died here
+
+    retried = await pay(client, account, order["id"], key="K")
+    assert retried.status_code == 200, retried.text
+    assert retried.json()["status"] == "paid"
+    assert_problem(await pay(client, account, order["id"], key="other"), 409, "order_already_paid")
+    assert len(await charges_for(order["id"])) == 1
+    assert (await pay(client, account, order["id"], key="K")).json() == retried.json()

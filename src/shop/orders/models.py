@@ -136,6 +136,9 @@ class Payment(BaseModel):
     amount: DecimalAnnotation
     method: str
     paid_at: datetime
+    request_key: str | None = Field(
+        default=None, description="The Idempotency-Key of the request that made this payment"
+    )
 
 
 class PaymentAttempt(BaseModel):
@@ -145,6 +148,7 @@ class PaymentAttempt(BaseModel):
     provider: str
     method: str
     until: datetime
+    request_key: str | None = None  # the Idempotency-Key of the request making it
 
     def charge_key(self, order_id: PydanticObjectId | None) -> str:
         """The provider's idempotency key: one charge at most per order and attempt."""
@@ -226,14 +230,32 @@ class Order(VersionedDocument):
             raise PaymentInProgress()
 
     def start_payment(
-        self, provider: str, method: str, now: datetime, hold: timedelta
+        self,
+        provider: str,
+        method: str,
+        now: datetime,
+        hold: timedelta,
+        request_key: str | None = None,
     ) -> PaymentAttempt:
         self.check_payable(now)
         self.payment_attempts += 1
         self.payment_in_progress = PaymentAttempt(
-            number=self.payment_attempts, provider=provider, method=method, until=now + hold
+            number=self.payment_attempts,
+            provider=provider,
+            method=method,
+            until=now + hold,
+            request_key=request_key,
         )
         return self.payment_in_progress
+
+    def paid_by(self, request_key: str | None) -> bool:
+        """Whether the request with this Idempotency-Key made the order's payment (its retry
+        after a crash gets the success it achieved)."""
+        return (
+            request_key is not None
+            and self.payment is not None
+            and self.payment.request_key == request_key
+        )
 
     @staticmethod
     def payable_query(now: datetime) -> dict[str, Any]:
@@ -258,6 +280,7 @@ class Order(VersionedDocument):
         method: str,
         now: datetime,
         hold: timedelta,
+        request_key: str | None = None,
     ) -> "Order | None":
         """``start_payment`` in one conditional update; None when the order is not payable
         as it stands (the caller reads it to say why)."""
@@ -277,6 +300,7 @@ class Order(VersionedDocument):
                             "provider": {"$literal": provider},
                             "method": {"$literal": method},
                             "until": now + hold,
+                            "request_key": {"$literal": request_key},
                         }
                     }
                 },

@@ -88,7 +88,7 @@ async def pay_order(
 
     async def pay() -> OrderOut:
         order = await service.pay_order(
-            body.order_id, user.id, body.provider, body.payment_method, providers
+            body.order_id, user.id, body.provider, body.payment_method, providers, idempotency_key
         )
         return order_out(order)
 

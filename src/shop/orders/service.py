@@ -233,22 +233,27 @@ async def pay_order(
     provider_name: str,
     method: str,
     providers: Providers,
+    request_key: str | None = None,
 ) -> Order:
     """Charge the order's total once. Of concurrent attempts one holds the order; the rest 409.
 
     The order is claimed by one conditional update whose filter is the payment rule
     (``Order.payable_query``): pending, inside its deadline, not empty, and held by no other
     attempt. When that misses, the order is read (which settles a crashed attempt or an
-    overdue order) to refuse with the reason, or to claim it after a crashed attempt.
+    overdue order) to refuse with the reason, or to claim it after a crashed attempt. The
+    attempt carries ``request_key`` (the Idempotency-Key): a retry of a request whose process
+    died after its charge went through gets the paid order, the outcome it achieved.
     """
     provider = providers[provider_name]
     provider.check_method(method)
     order = await Order.claim_for_payment(
-        order_id, user_id, provider_name, method, utcnow(), PAYMENT_HOLD
+        order_id, user_id, provider_name, method, utcnow(), PAYMENT_HOLD, request_key
     )
     if order is None:
         order = await order_of_user(order_id, user_id, providers)
-        order.start_payment(provider_name, method, utcnow(), PAYMENT_HOLD)  # or refuse: why
+        if order.paid_by(request_key):
+            return order
+        order.start_payment(provider_name, method, utcnow(), PAYMENT_HOLD, request_key)
         if not await order.save_if_unchanged():
             await _raise_why_it_moved(order_id, user_id, providers)
             raise PaymentInProgress()
@@ -282,6 +287,7 @@ async def _settle_success(
         amount=charge.amount,
         method=attempt.method,
         paid_at=now,
+        request_key=attempt.request_key,
     )
     order.pay(payment, attempt)
     if not await order.save_if_unchanged():
