@@ -19,7 +19,8 @@ class AppSettings(BaseSettings):
     data_dir: Path = Path("var")
     db_name: str = "shop"
     secret_key: SecretStr | None = None
-    access_token_minutes: int = Field(default=60, gt=0)
+    access_token_minutes: int = Field(default=15, gt=0)
+    refresh_token_days: int = Field(default=30, gt=0)
     admin_email: str | None = None
     admin_password: SecretStr | None = None
     demo_data: bool = False

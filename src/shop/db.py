@@ -11,6 +11,7 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 
 from shop.accounts.models import User
 from shop.accounts.throttle import Attempts
+from shop.accounts.tokens import RefreshToken
 from shop.cart.models import Cart
 from shop.catalog.models import Product
 from shop.discounts.models import Discount, DiscountUsage
@@ -25,6 +26,7 @@ T = TypeVar("T")
 DOCUMENT_MODELS: list[Any] = [
     User,
     Attempts,
+    RefreshToken,
     Product,
     Cart,
     Order,

@@ -18,6 +18,8 @@ class User(Document):
     password_hash: str
     role: Role = Role.customer
     created_at: datetime = Field(default_factory=utcnow)
+    # Bumped when the password or role changes: refresh tokens of earlier logins stop working.
+    credentials_version: int = 0
 
     class Settings:
         name = "users"

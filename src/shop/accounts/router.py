@@ -1,13 +1,17 @@
+from datetime import timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, status
 from fastapi.security import OAuth2PasswordRequestForm
 from pymongo.errors import DuplicateKeyError
 
+from shop.accounts import tokens
 from shop.accounts.models import User
-from shop.accounts.schemas import RegisterRequest, TokenOut, UserOut
+from shop.accounts.schemas import RefreshRequest, RegisterRequest, TokenOut, UserOut
 from shop.accounts.security import Principal, create_access_token
+from shop.accounts.tokens import InvalidRefreshToken, RefreshTokenReused
 from shop.clock import utcnow
+from shop.config import AppSettings
 from shop.deps import ClientAddress, CurrentUser, Hashing, Settings, SigningKey, Throttled
 from shop.errors import Busy, Conflict, InvalidCredentials, NotFound, TooManyRequests, responses
 
@@ -66,11 +70,46 @@ async def token(
         await throttles.logins.count(keys, now)
         raise InvalidCredentials()
     await throttles.logins.forget(keys[0])
+    return await _token_pair(
+        user, settings, key, await tokens.issue(user, now, _lifetime(settings))
+    )
+
+
+@router.post("/refresh", responses=responses(InvalidRefreshToken, RefreshTokenReused))
+async def refresh(body: RefreshRequest, settings: Settings, key: SigningKey) -> TokenOut:
+    """A new access token and a new refresh token for a refresh token, which is spent.
+
+    A spent refresh token presented again revokes every token of its login (401
+    ``refresh_token_reused``): someone copied it. A deleted account, or one whose password
+    or role changed since that login, cannot refresh.
+    """
+    now = utcnow()
+    user, next_refresh = await tokens.rotate(body.refresh_token, now, _lifetime(settings))
+    return await _token_pair(user, settings, key, next_refresh)
+
+
+@router.post("/logout", status_code=status.HTTP_204_NO_CONTENT)
+async def logout(body: RefreshRequest) -> None:
+    """End the login the refresh token belongs to: none of its refresh tokens works again.
+    Access tokens already issued run out by themselves, within minutes."""
+    await tokens.revoke(body.refresh_token)
+
+
+def _lifetime(settings: AppSettings) -> timedelta:
+    return timedelta(days=settings.refresh_token_days)
+
+
+async def _token_pair(user: User, settings: AppSettings, key: str, refresh_token: str) -> TokenOut:
     assert user.id is not None
     access = create_access_token(
         Principal(id=user.id, role=user.role), key, settings.access_token_minutes
     )
-    return TokenOut(access_token=access, expires_in=settings.access_token_minutes * 60)
+    return TokenOut(
+        access_token=access,
+        expires_in=settings.access_token_minutes * 60,
+        refresh_token=refresh_token,
+        refresh_expires_in=int(_lifetime(settings).total_seconds()),
+    )
 
 
 @router.get("/me", responses=responses(NotFound))

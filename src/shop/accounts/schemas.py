@@ -24,4 +24,14 @@ class UserOut(BaseModel):
 class TokenOut(BaseModel):
     access_token: str
     token_type: Literal["bearer"] = "bearer"
-    expires_in: int
+    expires_in: int = Field(description="Seconds the access token is valid")
+    refresh_token: str = Field(
+        description="Spend at POST /auth/refresh for a new pair; each is good for one use"
+    )
+    refresh_expires_in: int = Field(description="Seconds the refresh token is valid")
+
+
+class RefreshRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    refresh_token: Annotated[str, Field(min_length=1, max_length=200)]

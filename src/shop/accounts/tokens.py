@@ -1,0 +1,95 @@
+"""Refresh tokens: long-lived, stored only as hashes, rotated on every use.
+
+A login starts a family. Each refresh spends its token and issues the next one of the same
+family. A spent token presented again means it was copied, by the client's attacker or
+the client itself: the whole family is revoked, so whoever holds its live token must log in
+again. Logout revokes the family. A user who is gone, or whose password or role changed
+since the login (``User.credentials_version``), cannot refresh. Access tokens stay
+stateless (no round trip) and short-lived.
+"""
+
+import hashlib
+import secrets
+from datetime import datetime, timedelta
+from typing import Annotated, ClassVar
+
+from beanie import Document, Indexed, PydanticObjectId
+from pymongo import ASCENDING, IndexModel, ReturnDocument
+
+from shop.accounts.models import User
+from shop.errors import NotAuthenticated
+
+
+class InvalidRefreshToken(NotAuthenticated):
+    code, title = "invalid_refresh_token", "Refresh token unknown, expired or revoked"
+
+
+class RefreshTokenReused(NotAuthenticated):
+    code, title = "refresh_token_reused", "Refresh token already used; log in again"
+
+
+class RefreshToken(Document):
+    token_hash: Annotated[str, Indexed(unique=True)]
+    user_id: PydanticObjectId
+    family: str
+    credentials_version: int
+    used_at: datetime | None = None
+    revoked: bool = False
+    expires_at: Annotated[datetime, Indexed(expireAfterSeconds=0)]
+
+    class Settings:
+        name = "refresh_tokens"
+        indexes: ClassVar = [IndexModel([("family", ASCENDING)])]
+
+
+def _hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+async def issue(user: User, now: datetime, lifetime: timedelta, family: str | None = None) -> str:
+    """A new refresh token for ``user``: of a new family (a login), or of ``family``."""
+    assert user.id is not None
+    token = secrets.token_urlsafe(32)
+    await RefreshToken(
+        token_hash=_hash(token),
+        user_id=user.id,
+        family=family or secrets.token_hex(16),
+        credentials_version=user.credentials_version,
+        expires_at=now + lifetime,
+    ).insert()
+    return token
+
+
+async def rotate(token: str, now: datetime, lifetime: timedelta) -> tuple[User, str]:
+    """Spend ``token``: its user and the family's next token, or refuse (401)."""
+    collection = RefreshToken.get_pymongo_collection()
+    spent = await collection.find_one_and_update(
+        {"token_hash": _hash(token), "used_at": None, "revoked": False, "expires_at": {"$gt": now}},
+        {"$set": {"used_at": now}},
+        return_document=ReturnDocument.AFTER,
+    )
+    if spent is None:
+        known = await RefreshToken.find_one({"token_hash": _hash(token)})
+        if known is not None and known.used_at is not None:
+            await revoke_family(known.family)
+            raise RefreshTokenReused()
+        raise InvalidRefreshToken()
+    record = RefreshToken.model_validate(spent)
+    user = await User.get(record.user_id)
+    if user is None or user.credentials_version != record.credentials_version:
+        await revoke_family(record.family)
+        raise InvalidRefreshToken("The account changed since this login; log in again")
+    return user, await issue(user, now, lifetime, record.family)
+
+
+async def revoke(token: str) -> None:
+    """Logout: the token's whole family stops working (an unknown token changes nothing)."""
+    known = await RefreshToken.find_one({"token_hash": _hash(token)})
+    if known is not None:
+        await revoke_family(known.family)
+
+
+async def revoke_family(family: str) -> None:
+    await RefreshToken.get_pymongo_collection().update_many(
+        {"family": family}, {"$set": {"revoked": True}}
+    )
