@@ -86,6 +86,7 @@ def test_serve_runs_on_uvloop_and_httptools(
     import httptools  # noqa: F401  (installed by uvicorn[standard])
     import uvicorn
     import uvloop  # noqa: F401
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
     from shop import cli
 
@@ -94,4 +95,34 @@ def test_serve_runs_on_uvloop_and_httptools(
     monkeypatch.setenv("SHOP_MONGODB_URL", "mongodb://127.0.0.1:1/?directConnection=true")
     monkeypatch.setenv("SHOP_DATA_DIR", str(tmp_path))
     cli.main(["serve", "--workers", "2"])
-    assert (options["loop"], options["http"], options["workers"]) == ("uvloop", "httptools", 2)
+    assert (options["loop"], options["workers"]) == ("uvloop", 2)
+    assert issubclass(options["http"], HttpToolsProtocol)
+
+
+def test_a_client_that_sends_half_a_request_is_cut_off(tmp_path: Path) -> None:
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SHOP_")}
+    env |= {"SHOP_DATA_DIR": str(tmp_path), "SHOP_REQUEST_READ_TIMEOUT_SECONDS": "1"}
+    process = subprocess.Popen([str(SHOP), "serve", "--port", str(port)], env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                assert _get(f"http://127.0.0.1:{port}/products/")[0] == 200
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "shop serve did not answer"
+                time.sleep(0.3)
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as slow:
+            slow.sendall(b"GET /products/ HTTP/1.1\r\nHost: shop\r\n")  # ... and nothing more
+            started = time.monotonic()
+            assert slow.recv(1024) == b""  # the server closed the connection
+            assert time.monotonic() - started < 3
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as kept:
+            for _ in range(3):  # whole requests on a kept-alive connection are answered
+                kept.sendall(b"GET /products/?limit=1 HTTP/1.1\r\nHost: shop\r\n\r\n")
+                assert kept.recv(65536).startswith(b"HTTP/1.1 200")
+                time.sleep(0.6)  # longer, in all, than the deadline for one request
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=60)

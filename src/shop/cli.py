@@ -10,6 +10,7 @@ import uvicorn
 
 from shop.config import AppSettings
 from shop.embedded import EmbeddedMongo, Supervisor
+from shop.server import DeadlineHttpToolsProtocol
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -64,7 +65,7 @@ def _serve(args: argparse.Namespace) -> None:
         # h11. uvloop also sets TCP_NODELAY on every connection; asyncio does not on the socket
         # uvicorn binds for several workers, and each answer then waited ~40 ms for an ACK.
         loop="uvloop",
-        http="httptools",
+        http=DeadlineHttpToolsProtocol,  # httptools, with a deadline to send a request
         server_header=False,  # no version for scanners
     )
 

@@ -50,6 +50,8 @@ class AppSettings(BaseSettings):
     # (retries included) may take; past either it answers 503 database_unavailable.
     db_selection_timeout_seconds: float = Field(default=2.0, gt=0)
     db_timeout_seconds: float = Field(default=10.0, gt=0)
+    # A client must send each request whole within this many seconds, or is disconnected.
+    request_read_timeout_seconds: float = Field(default=10.0, gt=0)
     # Requests with a larger body are refused (413) before it is read past the limit.
     max_body_bytes: int = Field(default=1024 * 1024, gt=0)
     # Origins allowed to call the API from a browser; none (CORS off) unless listed.
