@@ -1,6 +1,7 @@
 """The embedded database is kept running by `shop serve`, never outlives it, and a server
 left behind by a dead process is stopped before a new one starts on the same files."""
 
+import asyncio
 import json
 import os
 import signal
@@ -8,12 +9,17 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+from bson import Decimal128
 from pymongo import MongoClient
 
+from shop.accounts.models import Role
+from shop.accounts.security import Principal, create_access_token
 from shop.embedded import EmbeddedMongo, _alive, _server_program, free_port
 
 SHOP = Path(sys.executable).parent / "shop"
@@ -153,3 +159,127 @@ def test_a_server_left_by_a_dead_process_is_stopped_before_a_new_one_starts(
     finally:
         if stale.poll() is None:
             stale.kill()
+
+
+async def shop_under_load(
+    base: str, product: str, tokens: list[str], stop: asyncio.Event
+) -> tuple[list[tuple[float, int, float]], dict[str, str]]:
+    """Customers loop add → checkout → pay until ``stop``: every answer (when, status,
+    seconds taken) and what the answers acknowledged (order id → status)."""
+    seen: list[tuple[float, int, float]] = []
+    acknowledged: dict[str, str] = {}
+    async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+
+        async def call(method: str, path: str, **kwargs: Any) -> httpx.Response:
+            started = time.monotonic()
+            response = await client.request(method, path, **kwargs)
+            seen.append((started, response.status_code, time.monotonic() - started))
+            return response
+
+        async def customer(token: str) -> None:
+            auth = {"Authorization": f"Bearer {token}"}
+            while not stop.is_set():
+                body = {"product_id": product, "quantity": 1}
+                if (await call("POST", "/cart/add/", json=body, headers=auth)).status_code != 200:
+                    await asyncio.sleep(0.05)
+                    continue
+                created = await call("POST", "/order/create/", headers=auth)
+                if created.status_code != 201:
+                    continue
+                order = created.json()["id"]
+                acknowledged[order] = "pending_payment"
+                pay = {"order_id": order, "provider": "mock", "payment_method": "pm_card_visa"}
+                key = {**auth, "Idempotency-Key": uuid.uuid4().hex}
+                if (await call("POST", "/order/pay/", json=pay, headers=key)).status_code == 200:
+                    acknowledged[order] = "paid"
+
+        await asyncio.gather(*(customer(t) for t in tokens))
+    return seen, acknowledged
+
+
+def test_a_database_killed_under_load_costs_503s_and_no_acknowledged_write(
+    tmp_path: Path,
+) -> None:
+    key, stocked = "load-signing-key-of-sufficient-length-for-hs256", 100_000
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SHOP_")}
+    env |= {
+        "SHOP_DATA_DIR": str(tmp_path),
+        "SHOP_SECRET_KEY": key,
+        "SHOP_DB_SELECTION_TIMEOUT_SECONDS": "1",
+        "SHOP_DB_TIMEOUT_SECONDS": "3",
+    }
+    shop = subprocess.Popen(
+        [str(SHOP), "serve", "--port", str(port)], env=env, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert answers(port, 60) is not None, "shop serve did not answer"
+        _, database_port = database_pid(tmp_path)
+        url = f"mongodb://127.0.0.1:{database_port}/?directConnection=true"
+        with MongoClient(url) as setup:
+            product = setup.shop.products.insert_one(
+                {
+                    "name": "Mug",
+                    "description": "",
+                    "price": Decimal128("5.00"),
+                    "stock": stocked,
+                    "active": True,
+                }
+            ).inserted_id
+            users = setup.shop.users.insert_many(
+                [
+                    {"email": f"c{n}@example.com", "password_hash": "x", "role": "customer"}
+                    for n in range(8)
+                ]
+            ).inserted_ids
+        tokens = [create_access_token(Principal(u, Role.customer), key, 30) for u in users]
+
+        async def scenario() -> tuple[list[tuple[float, int, float]], dict[str, str], float]:
+            stop = asyncio.Event()
+            load = asyncio.create_task(
+                shop_under_load(f"http://127.0.0.1:{port}", str(product), tokens, stop)
+            )
+            await asyncio.sleep(3)
+            killed_at = time.monotonic()
+            os.kill(database_pid(tmp_path)[0], signal.SIGKILL)
+            await asyncio.sleep(1)
+            recovered = await asyncio.to_thread(answers, port, 30)
+            assert recovered is not None, "the service did not recover"
+            await asyncio.sleep(2)
+            stop.set()
+            seen, acknowledged = await load
+            return seen, acknowledged, killed_at
+
+        seen, acknowledged, killed_at = asyncio.run(scenario())
+        statuses = {status for _, status, _ in seen}
+        assert statuses <= {200, 201, 409, 503}, statuses  # never a 500
+        outage = [(s, took) for at, s, took in seen if s == 503]
+        assert outage, "no request met the outage"
+        assert max(took for _, took in outage) < 1 + 3 + 1
+        after = [s for at, s, _ in seen if at > killed_at and s in (200, 201)]
+        assert after, "nothing succeeded after the restart"
+        assert shop.poll() is None  # the same service throughout
+
+        _, database_port = database_pid(tmp_path)
+        url = f"mongodb://127.0.0.1:{database_port}/?directConnection=true"
+        with MongoClient(url) as check:
+            db = check.shop
+            orders = {str(o["_id"]): o for o in db.orders.find()}
+            charges = list(db.mock_provider_charges.find({"status": "succeeded"}))
+            stock = db.products.find_one({"_id": product})["stock"]
+        for order_id, status in acknowledged.items():
+            assert order_id in orders, order_id
+            if status == "paid":
+                assert orders[order_id]["status"] == "paid"
+                mine = [c for c in charges if c["key"].startswith(f"order-{order_id}-")]
+                assert len(mine) == 1, order_id
+        held = sum(
+            line["quantity"]
+            for o in orders.values()
+            if o["status"] != "cancelled"
+            for line in o["lines"]
+        )
+        assert stock + held == stocked  # every unit in stock or held by an order
+    finally:
+        if shop.poll() is None:
+            stop(shop)

@@ -2,10 +2,10 @@
 CORS only where configured, and no route reached through a control character."""
 
 from collections.abc import Sequence
+from typing import ClassVar
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -44,6 +44,13 @@ def serve_both_spellings(app: FastAPI) -> None:
 class SecurityHeaders:
     """``nosniff``, no framing, no referrer; ``no-store`` on private answers."""
 
+    ALWAYS: ClassVar[list[tuple[bytes, bytes]]] = [
+        (b"x-content-type-options", b"nosniff"),
+        (b"x-frame-options", b"DENY"),
+        (b"referrer-policy", b"no-referrer"),
+    ]
+    PRIVATE: ClassVar[list[tuple[bytes, bytes]]] = [(b"cache-control", b"no-store")]
+
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
@@ -54,15 +61,14 @@ class SecurityHeaders:
         private = scope["path"].startswith(PRIVATE_PREFIXES) or any(
             name == b"authorization" for name, _ in scope["headers"]
         )
+        added = self.ALWAYS + self.PRIVATE if private else self.ALWAYS
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = MutableHeaders(scope=message)
-                headers.setdefault("X-Content-Type-Options", "nosniff")
-                headers.setdefault("X-Frame-Options", "DENY")
-                headers.setdefault("Referrer-Policy", "no-referrer")
-                if private:
-                    headers["Cache-Control"] = "no-store"
+                headers = list(message.get("headers", ()))
+                if private:  # no-store replaces whatever the route said
+                    headers = [h for h in headers if h[0] != b"cache-control"]
+                message["headers"] = headers + added
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
@@ -96,10 +102,10 @@ class LimitBody:
         self.max_bytes = max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+            await self.app(scope, receive, send)  # no body to limit
             return
-        declared = dict(scope["headers"]).get(b"content-length", b"")
+        declared = next((v for k, v in scope["headers"] if k == b"content-length"), b"")
         if declared.isdigit() and int(declared) > self.max_bytes:
             await self._refuse(scope, receive, send)
             return
