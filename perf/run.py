@@ -500,11 +500,10 @@ def measure_scaling(k6: K6, shop: Service, db_url: str, *, quick: bool) -> list[
     ]
     results: list[Scaled] = []
 
-    def measure(label: str, url: str, token: str) -> None:
+    def measure(label: str, url: str, token: str, users: int = vus) -> None:
         plan = [{"method": "GET", "url": url, "headers": {"Authorization": f"Bearer {token}"}}]
-        results.append(
-            Scaled(label, k6.run_plan(f"scale-{len(results)}", shop, plan, duration, vus))
-        )
+        run = k6.run_plan(f"scale-{len(results)}", shop, plan, duration, users)
+        results.append(Scaled(label, run, users))
 
     for lines in (1, 10, 100):
         token = register(base, f"perf-lines-{lines}@example.com")

@@ -90,11 +90,15 @@ def test_a_database_that_dies_is_restarted_under_the_same_shop(tmp_path: Path) -
 
 
 def test_a_killed_shop_takes_its_database_along_and_starts_again(tmp_path: Path) -> None:
+    """kill -9 of shop serve: its database goes too; the next start answers within seconds
+    with everything acknowledged, and a retry with the original key gets the original answer."""
     port = free_port()
     shop = start_shop(tmp_path, port)
     try:
         before = answers(port, 60)
         assert before, "shop serve did not answer"
+        base = f"http://127.0.0.1:{port}"
+        auth, order_id, paid = buy_and_pay(base, before[0])
         pid, database_port = database_pid(tmp_path)
     finally:
         shop.kill()  # SIGKILL: no shutdown code runs
@@ -107,8 +111,40 @@ def test_a_killed_shop_takes_its_database_along_and_starts_again(tmp_path: Path)
         started = time.monotonic()
         assert answers(port, 60) == before
         assert time.monotonic() - started < 30
+        base = f"http://127.0.0.1:{port}"
+        stored = httpx.get(f"{base}/order/{order_id}/", headers=auth, timeout=10)
+        assert stored.json()["status"] == "paid"
+        retried = httpx.post(
+            f"{base}/order/pay/",
+            json={"order_id": order_id, "provider": "mock", "payment_method": "pm_card_visa"},
+            headers={**auth, "Idempotency-Key": "the-first-key"},
+            timeout=10,
+        )
+        assert retried.status_code == 200
+        assert retried.headers["idempotent-replayed"] == "true"
+        assert retried.json() == paid
     finally:
         stop(again)
+
+
+def buy_and_pay(base: str, product: str) -> tuple[dict[str, str], str, dict[str, Any]]:
+    """A new customer orders one unit and pays with the key ``the-first-key``."""
+    credentials = {"email": "ann@example.com", "password": "correct horse"}
+    assert httpx.post(f"{base}/auth/register", json=credentials).status_code == 201
+    login = {"username": credentials["email"], "password": credentials["password"]}
+    token = httpx.post(f"{base}/auth/token", data=login, timeout=10).json()["access_token"]
+    auth = {"Authorization": f"Bearer {token}"}
+    added = httpx.post(f"{base}/cart/add/", json={"product_id": product}, headers=auth)
+    assert added.status_code == 200
+    order_id = httpx.post(f"{base}/order/create/", headers=auth, timeout=10).json()["id"]
+    paid = httpx.post(
+        f"{base}/order/pay/",
+        json={"order_id": order_id, "provider": "mock", "payment_method": "pm_card_visa"},
+        headers={**auth, "Idempotency-Key": "the-first-key"},
+        timeout=10,
+    )
+    assert paid.status_code == 200, paid.text
+    return auth, order_id, paid.json()
 
 
 def test_shop_serve_exits_non_zero_when_its_database_cannot_come_back(tmp_path: Path) -> None:
