@@ -564,9 +564,8 @@ def measure_scaling(k6: K6, shop: Service, db_url: str, *, quick: bool) -> list[
     measure(f"`GET /products/`, first page of {catalog:,}", f"{base}/products/?limit=20", admin, 2)
     deep = catalog // 2
     cursor = product_cursor(db, deep)
-    measure(
-        f"`GET /products/`, page at {deep:,}", f"{base}/products/?limit=20&cursor={cursor}", admin
-    )
+    deep_page = f"{base}/products/?limit=20&cursor={cursor}"
+    measure(f"`GET /products/`, page at {deep:,}", deep_page, admin, 2)
     client.close()
     return results
 
