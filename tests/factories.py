@@ -8,9 +8,11 @@ from itertools import count
 from typing import Any
 
 from beanie import PydanticObjectId
+from bson import Decimal128, ObjectId
 from fastapi import FastAPI
 from httpx import AsyncClient, Response
 from pwdlib import PasswordHash
+from pymongo import MongoClient
 
 from shop.accounts.models import Role, User
 from shop.accounts.security import Principal, create_access_token
@@ -178,3 +180,31 @@ async def request_return(
 
 async def refunds_for(order: dict[str, Any]) -> list[ProviderRefund]:
     return await ProviderRefund.find({"payment_id": order["payment"]["payment_id"]}).to_list()
+
+
+def seed_database(
+    database_url: str, key: str, *, customers: int, stock: int, db_name: str = "shop"
+) -> tuple[ObjectId, list[str]]:
+    """A product and customers straight into the database of a real `shop serve` process:
+    the product's id, and each customer's access token signed with the service's ``key``."""
+    with MongoClient(database_url) as client:
+        db = client[db_name]
+        product = db.products.insert_one(
+            {
+                "name": "Mug",
+                "description": "",
+                "price": Decimal128(Decimal("5.00")),
+                "stock": stock,
+                "active": True,
+            }
+        ).inserted_id
+        users = db.users.insert_many(
+            [
+                {"email": f"c{n}@example.com", "password_hash": "x", "role": "customer"}
+                for n in range(customers)
+            ]
+        ).inserted_ids
+    tokens = [
+        create_access_token(Principal(PydanticObjectId(u), Role.customer), key, 30) for u in users
+    ]
+    return product, tokens

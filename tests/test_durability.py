@@ -7,18 +7,15 @@ import subprocess
 import sys
 import time
 import uuid
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from bson import Decimal128, ObjectId
 from pymongo import MongoClient
 
-from shop.accounts.models import Role
-from shop.accounts.security import Principal, create_access_token
 from shop.embedded import EmbeddedMongo, free_port
+from tests.factories import seed_database
 
 SHOP = Path(sys.executable).parent / "shop"
 KEY = "durability-signing-key-of-sufficient-length"
@@ -82,26 +79,7 @@ def test_acknowledged_orders_and_payments_survive_a_database_kill(tmp_path: Path
     database.start()
     service = None
     try:
-        with MongoClient(database.url) as setup:
-            db = setup["shop"]
-            product = db.products.insert_one(
-                {
-                    "name": "Mug",
-                    "description": "",
-                    "price": Decimal128(Decimal("5.00")),
-                    "stock": 10_000,
-                    "active": True,
-                }
-            ).inserted_id
-            users = db.users.insert_many(
-                [
-                    {"email": f"c{n}@example.com", "password_hash": "x", "role": "customer"}
-                    for n in range(CUSTOMERS)
-                ]
-            ).inserted_ids
-        tokens = [
-            create_access_token(Principal(ObjectId(u), Role.customer), KEY, 30) for u in users
-        ]
+        product, tokens = seed_database(database.url, KEY, customers=CUSTOMERS, stock=10_000)
         port = free_port()
         service = serve(database.url, tmp_path, port)
         acknowledged = asyncio.run(burst(f"http://127.0.0.1:{port}", str(product), tokens))

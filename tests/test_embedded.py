@@ -15,12 +15,10 @@ from typing import Any
 
 import httpx
 import pytest
-from bson import Decimal128
 from pymongo import MongoClient
 
-from shop.accounts.models import Role
-from shop.accounts.security import Principal, create_access_token
 from shop.embedded import EmbeddedMongo, _alive, _server_program, free_port
+from tests.factories import seed_database
 
 SHOP = Path(sys.executable).parent / "shop"
 
@@ -252,23 +250,7 @@ def test_a_database_killed_under_load_costs_503s_and_no_acknowledged_write(
         assert answers(port, 60) is not None, "shop serve did not answer"
         _, database_port = database_pid(tmp_path)
         url = f"mongodb://127.0.0.1:{database_port}/?directConnection=true"
-        with MongoClient(url) as setup:
-            product = setup.shop.products.insert_one(
-                {
-                    "name": "Mug",
-                    "description": "",
-                    "price": Decimal128("5.00"),
-                    "stock": stocked,
-                    "active": True,
-                }
-            ).inserted_id
-            users = setup.shop.users.insert_many(
-                [
-                    {"email": f"c{n}@example.com", "password_hash": "x", "role": "customer"}
-                    for n in range(8)
-                ]
-            ).inserted_ids
-        tokens = [create_access_token(Principal(u, Role.customer), key, 30) for u in users]
+        product, tokens = seed_database(url, key, customers=8, stock=stocked)
 
         async def scenario() -> tuple[list[tuple[float, int, float]], dict[str, str], float]:
             stop = asyncio.Event()

@@ -8,17 +8,14 @@ import subprocess
 import sys
 import time
 import uuid
-from decimal import Decimal
 from pathlib import Path
 
 import httpx
 import pytest
-from bson import Decimal128, ObjectId
-from pymongo import MongoClient
+from bson import ObjectId
 
-from shop.accounts.models import Role
-from shop.accounts.security import Principal, create_access_token
 from shop.embedded import EmbeddedMongo, free_port
+from tests.factories import seed_database
 
 SHOP = Path(sys.executable).parent / "shop"
 KEY = "outage-signing-key-of-sufficient-length-for-hs256"
@@ -85,21 +82,7 @@ def test_an_outage_answers_503_in_time_and_the_service_heals_by_itself(tmp_path:
     }
     service = subprocess.Popen([str(SHOP), "serve", "--port", str(port)], env=env)
     try:
-        with MongoClient(database.url) as setup:
-            db = setup["shop"]
-            product = db.products.insert_one(
-                {
-                    "name": "Mug",
-                    "description": "",
-                    "price": Decimal128(Decimal("5.00")),
-                    "stock": 100,
-                    "active": True,
-                }
-            ).inserted_id
-            user = db.users.insert_one(
-                {"email": "c@example.com", "password_hash": "x", "role": "customer"}
-            ).inserted_id
-        token = create_access_token(Principal(ObjectId(user), Role.customer), KEY, 30)
+        product, (token,) = seed_database(database.url, KEY, customers=1, stock=100)
         up = wait_for(base, "/products/", 200, 60)
         assert up, "shop serve did not answer"
         order = str(ObjectId())

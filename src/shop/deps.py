@@ -5,7 +5,7 @@ dependency in a worker thread, a hand-off that cost more than the work itself.
 """
 
 from collections.abc import Mapping
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.security import OAuth2PasswordBearer
@@ -20,52 +20,22 @@ from shop.payments.provider import PaymentProvider
 _bearer = OAuth2PasswordBearer(tokenUrl="/auth/token", auto_error=False)
 
 
-async def _settings(request: Request) -> AppSettings:
-    settings: AppSettings = request.app.state.settings
-    return settings
+def _app_state(name: str) -> Any:
+    """A dependency on what the composition root keeps in ``app.state`` under ``name``."""
+
+    async def read(request: Request) -> Any:
+        return getattr(request.app.state, name)
+
+    read.__name__ = f"app_state_{name}"
+    return Depends(read)
 
 
-Settings = Annotated[AppSettings, Depends(_settings)]
-
-
-async def _signing_key(request: Request) -> str:
-    key: str = request.app.state.signing_key
-    return key
-
-
-SigningKey = Annotated[str, Depends(_signing_key)]
-
-
-async def _catalog(request: Request) -> CatalogCache:
-    catalog: CatalogCache = request.app.state.catalog
-    return catalog
-
-
-Catalog = Annotated[CatalogCache, Depends(_catalog)]
-
-
-async def _providers(request: Request) -> Mapping[str, PaymentProvider]:
-    providers: Mapping[str, PaymentProvider] = request.app.state.payment_providers
-    return providers
-
-
-PaymentProviders = Annotated[Mapping[str, PaymentProvider], Depends(_providers)]
-
-
-async def _hashing(request: Request) -> PasswordHashing:
-    hashing: PasswordHashing = request.app.state.hashing
-    return hashing
-
-
-Hashing = Annotated[PasswordHashing, Depends(_hashing)]
-
-
-async def _throttles(request: Request) -> Throttles:
-    throttles: Throttles = request.app.state.throttles
-    return throttles
-
-
-Throttled = Annotated[Throttles, Depends(_throttles)]
+Settings = Annotated[AppSettings, _app_state("settings")]
+SigningKey = Annotated[str, _app_state("signing_key")]
+Catalog = Annotated[CatalogCache, _app_state("catalog")]
+PaymentProviders = Annotated[Mapping[str, PaymentProvider], _app_state("payment_providers")]
+Hashing = Annotated[PasswordHashing, _app_state("hashing")]
+Throttled = Annotated[Throttles, _app_state("throttles")]
 
 
 async def _client_address(request: Request) -> str:
