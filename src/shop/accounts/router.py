@@ -36,9 +36,7 @@ async def register(
     body: RegisterRequest, hashing: Hashing, throttles: Throttled, address: ClientAddress
 ) -> UserOut:
     """Create a customer account. A client address may register a limited number per hour."""
-    now, per_address = utcnow(), [f"register:{address}"]
-    await throttles.registrations.check(per_address, now)
-    await throttles.registrations.count(per_address, now)
+    await throttles.registrations.attempt([f"register:{address}"], utcnow())
     user = User(email=body.email.lower(), password_hash=await hashing.hash(body.password))
     try:
         await user.insert()
@@ -62,14 +60,14 @@ async def token(
     before any password is checked; a success resets the account's count.
     """
     email, now = form.username.lower(), utcnow()
-    keys = [f"login:{email}", f"login-from:{address}"]
-    await throttles.logins.check(keys, now)
+    account, origin = f"login:{email}", f"login-from:{address}"
+    await throttles.logins.attempt([account, origin], now)
     user = await User.find_one(User.email == email)
     valid = await hashing.verify(form.password, user.password_hash if user else None)
     if user is None or not valid:
-        await throttles.logins.count(keys, now)
         raise InvalidCredentials()
-    await throttles.logins.forget(keys[0])
+    await throttles.logins.forget(account)
+    await throttles.logins.give_back(origin)
     return await _token_pair(
         user, settings, key, await tokens.issue(user, now, _lifetime(settings))
     )

@@ -1,9 +1,10 @@
 """Throttling of logins and registrations, shared by every worker and process.
 
 Counts live in MongoDB, one document per key (an account, a client address), and expire
-by a TTL index once the key has been quiet for a window. A key that reaches its limit is
-blocked for a time that doubles with every further failure, up to a ceiling; a blocked key is
-refused with 429 and Retry-After before any password is hashed.
+by a TTL index once the key has been quiet for a window. Each attempt is counted before the
+work it guards; one past the limit blocks the key for a time that doubles with every further
+attempt, up to a ceiling, and is refused with 429 and Retry-After before any password is
+hashed. An attempt that went well is given back.
 """
 
 import math
@@ -18,6 +19,13 @@ from shop.clock import as_utc
 from shop.config import AppSettings
 from shop.errors import TooManyRequests
 
+MILLISECOND = timedelta(milliseconds=1)
+
+
+def _not_blocked(now: datetime) -> dict[str, object]:
+    """Pipeline expression: the key was not blocked when this attempt came."""
+    return {"$or": [{"$eq": ["$was_blocked_until", None]}, {"$lte": ["$was_blocked_until", now]}]}
+
 
 class Attempts(Document):
     """What one key did lately: failed logins of an account, registrations from an address."""
@@ -25,6 +33,7 @@ class Attempts(Document):
     key: Annotated[str, Indexed(unique=True)]
     attempts: int = 0
     blocked_until: datetime | None = None
+    was_blocked_until: datetime | None = None  # as the last attempt found it
     expires_at: Annotated[datetime, Indexed(expireAfterSeconds=0)]
 
     class Settings:
@@ -40,35 +49,72 @@ class Throttle:
         self.longest_block = longest_block
         self.window = window
 
-    async def check(self, keys: list[str], now: datetime) -> None:
-        """Refuse (429, Retry-After) if any key is blocked now."""
-        blocked = await Attempts.find(
-            {"key": {"$in": keys}, "blocked_until": {"$gt": now}}
-        ).to_list()
-        if blocked:
-            until = max(as_utc(a.blocked_until) for a in blocked if a.blocked_until)
-            wait = math.ceil((until - now).total_seconds())
+    async def attempt(self, keys: list[str], now: datetime) -> None:
+        """Count one attempt against each key before the work it guards; refuse (429,
+        Retry-After) while a key is blocked.
+
+        One update per key counts the attempt, keeps whether the key was blocked before it,
+        and, for the attempt that reaches the limit (or the first one after a block ran out),
+        blocks the key for the ones after it, longer each time. So of any number of
+        attempts at once only those within the limit go on: checking first and counting after
+        let a concurrent burst through.
+        """
+        until: datetime | None = None
+        for key in keys:
+            blocked = await self._count(key, now)
+            if blocked is not None and blocked > now:
+                until = blocked if until is None else max(until, blocked)
+        if until is not None:
+            wait = max(1, math.ceil((until - now).total_seconds()))
             raise TooManyRequests(f"Too many attempts; try again in {wait} s", retry_after=wait)
 
-    async def count(self, keys: list[str], now: datetime) -> None:
-        """One more attempt for each key; a key at its limit is blocked, longer each time."""
-        collection = Attempts.get_pymongo_collection()
-        for key in keys:
-            counted = await collection.find_one_and_update(
-                {"key": key},
-                {"$inc": {"attempts": 1}, "$set": {"expires_at": now + self.window}},
-                upsert=True,
-                return_document=ReturnDocument.AFTER,
-            )
-            if counted is None:  # the embedded server's answer to an upsert that raced
-                counted = await collection.find_one({"key": key}) or {"attempts": 1}
-            over = counted["attempts"] - self.limit
-            if over >= 0:
-                block = min(self.block * 2 ** min(over, 30), self.longest_block)
-                await collection.update_one(
-                    {"key": key},
-                    {"$max": {"blocked_until": now + block, "expires_at": now + block}},
-                )
+    async def _count(self, key: str, now: datetime) -> datetime | None:
+        """Count the attempt; when the key was blocked before it, until when."""
+        attempts = {"$add": [{"$ifNull": ["$attempts", 0]}, 1]}
+        over = {"$subtract": ["$attempts", self.limit]}
+        block_ms = {
+            "$min": [
+                {"$multiply": [self.block / MILLISECOND, {"$pow": [2, over]}]},
+                self.longest_block / MILLISECOND,
+            ]
+        }
+        next_block = {"$add": [now, {"$toLong": block_ms}]}
+        raw = await Attempts.get_pymongo_collection().find_one_and_update(
+            {"key": key},
+            [
+                {"$set": {"attempts": attempts, "was_blocked_until": "$blocked_until"}},
+                {
+                    "$set": {
+                        "blocked_until": {
+                            "$cond": [
+                                {"$and": [{"$gte": [over, 0]}, _not_blocked(now)]},
+                                next_block,
+                                "$blocked_until",
+                            ]
+                        },
+                    }
+                },
+                {
+                    "$set": {
+                        "expires_at": {
+                            "$max": [now + self.window, {"$ifNull": ["$blocked_until", now]}]
+                        }
+                    }
+                },
+            ],
+            upsert=True,
+            return_document=ReturnDocument.AFTER,
+        )
+        if raw is None:  # the embedded server's answer to an upsert that raced
+            raw = await Attempts.get_pymongo_collection().find_one({"key": key}) or {}
+        was = raw.get("was_blocked_until")
+        return None if was is None else as_utc(was)
+
+    async def give_back(self, key: str) -> None:
+        """An attempt that went well does not count against ``key`` (an address, say)."""
+        await Attempts.get_pymongo_collection().update_one(
+            {"key": key, "attempts": {"$gt": 0}}, {"$inc": {"attempts": -1}}
+        )
 
     async def forget(self, key: str) -> None:
         await Attempts.get_pymongo_collection().delete_one({"key": key})

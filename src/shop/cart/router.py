@@ -100,8 +100,8 @@ async def apply_discount_code(
     The code is judged on the database's figures, not the cart's cache. A customer who
     keeps trying codes that cannot be used is refused for a while (429).
     """
-    now, attempts = utcnow(), [f"promo-code:{user.id}"]
-    await throttles.promo_codes.check(attempts, now)
+    attempts = f"promo-code:{user.id}"
+    await throttles.promo_codes.attempt([attempts], utcnow())
     code = normalize_code(body.code)
     refusal: DiscountRefused | DiscountNotFound = DiscountNotFound(f"No promo code {code}")
     discount = await Discount.find_one(Discount.code == code)
@@ -109,12 +109,12 @@ async def apply_discount_code(
         cart = await Cart.of_user(user.id)
         quote = await quote_cart(cart, settings.currency, FreshCatalog(), code=code)
         if quote.cart_discount is not None and quote.cart_discount.applied:
+            await throttles.promo_codes.give_back(attempts)
             cart = await Cart.set_discount_code(user.id, code)
             return cart_out(await quote_cart(cart, settings.currency, FreshCatalog()))
         reason = REFUSALS.get(quote.cart_discount.reason or "") if quote.cart_discount else None
         if reason in ACTIONABLE:
             refusal = reason()
-    await throttles.promo_codes.count(attempts, now)
     raise refusal
 
 
