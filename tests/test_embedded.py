@@ -260,7 +260,13 @@ def test_a_database_killed_under_load_costs_503s_and_no_acknowledged_write(
             await asyncio.sleep(3)
             killed_at = time.monotonic()
             os.kill(database_pid(tmp_path)[0], signal.SIGKILL)
-            await asyncio.sleep(1)
+            # Hold the port for 3 s so the outage outlasts the selection timeout, however
+            # fast the supervisor's first restart would have been.
+            with socket.socket() as squatter:
+                squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                assert await asyncio.to_thread(port_closed, database_port, 5)
+                squatter.bind(("127.0.0.1", database_port))  # bound, not listening: refused
+                await asyncio.sleep(3)
             recovered = await asyncio.to_thread(answers, port, 30)
             assert recovered is not None, "the service did not recover"
             await asyncio.sleep(2)

@@ -76,6 +76,9 @@ class EmbeddedMongo:
             _server_program(),
             *("--host", self.host, "--port", str(self.port)),
             *("--storage-path", self.storage_path, "--log-level", "WARNING"),
+            # The server honours j: true on single writes but not on commitTransaction: an
+            # acknowledged checkout was lost when it was killed. Every commit is synced.
+            "--sync-on-commit",
             *(["--enable-test-commands"] if self.test_commands else []),
         ]
         log.info("starting embedded database: %s", " ".join(server))

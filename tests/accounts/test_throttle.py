@@ -114,7 +114,9 @@ async def test_a_login_flood_is_throttled_bounded_in_memory_and_spares_other_req
 ) -> None:
     """60 wrong logins at once: exactly as many as the limit reach a password check, the
     rest are 429; the process grows by less than 300 MiB (argon2 takes ~64 MiB per running
-    hash); another customer's cart answers within 5 times its idle time."""
+    hash); another customer's cart answers within 5 times its idle time or 200 ms, whichever
+    is more (the 60 logins' own database commands queue ahead of it; before hashing was
+    bounded, it waited 11.7 s)."""
     shopper = await make_user(app)
     await client.post(
         "/cart/add/",
@@ -151,4 +153,4 @@ async def test_a_login_flood_is_throttled_bounded_in_memory_and_spares_other_req
     assert statuses.count(429) + statuses.count(401) == 60, statuses
     assert statuses.count(401) == settings.login_failures_limit  # one address, one limit
     assert peak - baseline < 300 * 2**20, (peak - baseline) / 2**20
-    assert busy < 5 * idle, (busy, idle)
+    assert busy < max(5 * idle, 0.2), (busy, idle)
