@@ -142,6 +142,7 @@ def database(data_dir: Path) -> Iterator[tuple[str, psutil.Process | None]]:
             str(data_dir / "db"),
             "--log-level",
             "WARNING",
+            "--sync-on-commit",  # as shop serve starts it (see shop/embedded.py)
         ],
         stdout=subprocess.DEVNULL,
     )
@@ -363,8 +364,9 @@ def start_services(db_url: str, tmp: Path, out: Path) -> dict[str, Service]:
         "SHOP_DEMO_DATA": "true",
         "SHOP_ADMIN_EMAIL": ADMIN_EMAIL,
         "SHOP_ADMIN_PASSWORD": ADMIN_PASSWORD,
-        # Every virtual user registers from this one address.
+        # Every virtual user registers and logs in from this one address, many at once.
         "SHOP_REGISTRATIONS_PER_ADDRESS": "1000000",
+        "SHOP_LOGIN_FAILURES_LIMIT": "1000000",
     }
     # The floor runs on the same server configuration as `shop serve`: uvloop, httptools and
     # uvicorn's access log, so the ratios compare the applications, not the servers.
