@@ -21,7 +21,7 @@ charged or reserved.
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from beanie import PydanticObjectId
 from bson import ObjectId
@@ -30,6 +30,7 @@ from pymongo import monitoring
 from shop.catalog.models import Product
 from shop.discounts.models import Discount, DiscountScope
 
+T = TypeVar("T")
 PRODUCTS, DISCOUNTS = "products", "discounts"
 # Bounds the memory of a shop with a large catalog: past this, the product entries start over.
 MAX_PRODUCTS = 20_000
@@ -37,19 +38,26 @@ ALL = None  # "every entry of the collection" where a write names no ids
 MAX_OPEN_TRANSACTIONS = 10_000
 
 
+# A reading of the monotonic clock, in seconds (never money, never a date).
+Instant = float
+
+
 @dataclass(frozen=True)
-class _Entry:
-    expires: float
-    product: Product | None  # None: no such product (remembered too)
+class _Entry(Generic[T]):
+    """A cached value and the instant it stops being served."""
+
+    expires: Instant
+    value: T
 
 
 class CatalogCache:
-    def __init__(self, max_age: float, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, max_age: float, clock: Callable[[], Instant] = time.monotonic) -> None:
         self.max_age = max_age
         self.clock = clock
-        self._products: dict[PydanticObjectId, _Entry] = {}
-        self._automatic: tuple[float, list[Discount]] | None = None
-        self._codes: dict[str, tuple[float, Discount | None]] = {}
+        # None for a product or code that does not exist: remembered too.
+        self._products: dict[PydanticObjectId, _Entry[Product | None]] = {}
+        self._automatic: _Entry[list[Discount]] | None = None
+        self._codes: dict[str, _Entry[Discount | None]] = {}
         # Bumped by every invalidation: a read that began before it does not store its result.
         self._generation = 0
         self.invalidator = _Invalidator(self)
@@ -68,8 +76,8 @@ class CatalogCache:
             entry = self._products.get(product_id)
             if entry is None or entry.expires <= now:
                 missing.append(product_id)
-            elif entry.product is not None:
-                found[product_id] = entry.product
+            elif entry.value is not None:
+                found[product_id] = entry.value
         if missing:
             generation = self._generation
             fetched = await Product.many(missing)
@@ -100,23 +108,23 @@ class CatalogCache:
 
     async def _automatic_discounts(self) -> list[Discount]:
         now = self.clock()
-        if self._automatic is not None and self._automatic[0] > now:
-            return self._automatic[1]
+        if self._automatic is not None and self._automatic.expires > now:
+            return self._automatic.value
         generation = self._generation
         found = await Discount.find({"active": True, "code": None}).to_list()
         if self.enabled and generation == self._generation:
-            self._automatic = (now + self.max_age, found)
+            self._automatic = _Entry(now + self.max_age, found)
         return found
 
     async def _code(self, code: str) -> Discount | None:
         now = self.clock()
         cached = self._codes.get(code)
-        if cached is not None and cached[0] > now:
-            return cached[1]
+        if cached is not None and cached.expires > now:
+            return cached.value
         generation = self._generation
         found = await Discount.find_one({"code": code})
         if self.enabled and generation == self._generation:
-            self._codes[code] = (now + self.max_age, found)
+            self._codes[code] = _Entry(now + self.max_age, found)
         return found
 
     # -- invalidation ------------------------------------------------------------------------
