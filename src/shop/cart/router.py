@@ -84,7 +84,7 @@ async def remove_from_cart(
 
 # Refusals a customer can act on, and so may hear; any other reason a code cannot be used
 # now (inactive, not started, expired, used up) is answered as if there were no such code,
-# so that guessing tells hidden codes from unknown ones apart.
+# so that guessing cannot tell hidden codes from unknown ones.
 ACTIONABLE = (DiscountMinSubtotalNotMet, DiscountPerUserLimitReached)
 
 

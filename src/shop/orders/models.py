@@ -383,8 +383,10 @@ class Order(VersionedDocument):
 
 
 class PendingOrder(Document):
-    """One per unpaid order: its payment window. MongoDB's TTL monitor removes it after
-    ``expires_at``, but that monitor runs once a minute, so readers check the time as well."""
+    """One per unpaid order: its payment window, removed when the order is paid or
+    cancelled, and by MongoDB's TTL monitor after ``expires_at``. The deadline itself is the
+    order's ``expires_at``, which readers and the payment claim check (the monitor runs only
+    once a minute)."""
 
     id: PydanticObjectId  # the order's id
     user_id: PydanticObjectId
@@ -392,6 +394,3 @@ class PendingOrder(Document):
 
     class Settings:
         name = "pending_orders"
-
-    def is_open(self, now: datetime) -> bool:
-        return as_utc(self.expires_at) > now
