@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 import pytest
 from pymongo import MongoClient
 
@@ -25,12 +26,11 @@ SHOP = Path(sys.executable).parent / "shop"
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="uses /proc and prctl")
 
 
-def start_shop(data_dir: Path, port: int) -> subprocess.Popen[str]:
+def start_shop(data_dir: Path, port: int, workers: int = 1) -> subprocess.Popen[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SHOP_")}
     env |= {"SHOP_DATA_DIR": str(data_dir), "SHOP_DEMO_DATA": "true"}
-    return subprocess.Popen(
-        [str(SHOP), "serve", "--port", str(port)], env=env, stderr=subprocess.PIPE, text=True
-    )
+    command = [str(SHOP), "serve", "--port", str(port), "--workers", str(workers)]
+    return subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
 
 
 def answers(port: int, seconds: float) -> list[str] | None:
@@ -123,6 +123,44 @@ def test_a_killed_shop_takes_its_database_along_and_starts_again(tmp_path: Path)
         assert retried.json() == paid
     finally:
         stop(again)
+
+
+def workers_of(shop: subprocess.Popen[str]) -> set[int]:
+    workers = set()
+    for child in psutil.Process(shop.pid).children():
+        try:
+            if "spawn_main" in " ".join(child.cmdline()):
+                workers.add(child.pid)
+        except psutil.ZombieProcess:
+            pass  # a dead worker not yet reaped
+    return workers
+
+
+def test_a_killed_worker_is_replaced_while_the_other_keeps_answering(tmp_path: Path) -> None:
+    port = free_port()
+    shop = start_shop(tmp_path, port, workers=2)
+    try:
+        before = answers(port, 60)
+        assert before, "shop serve did not answer"
+        base = f"http://127.0.0.1:{port}"
+        auth, order_id, _ = buy_and_pay(base, before[0])
+        workers = workers_of(shop)
+        assert len(workers) == 2
+        victim = workers.pop()
+        os.kill(victim, signal.SIGKILL)
+        assert answers(port, 5) == before  # the other worker answers meanwhile
+        deadline = time.monotonic() + 15
+        while len(replaced := workers_of(shop)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert len(replaced) == 2 and victim not in replaced
+        for _ in range(10):  # both workers see the acknowledged payment
+            stored = httpx.get(f"{base}/order/{order_id}/", headers=auth, timeout=10)
+            assert stored.json()["status"] == "paid"
+        assert shop.poll() is None
+    finally:
+        log = stop(shop)
+    assert shop.returncode == 0, log
+    assert f"Child process [{victim}] died" in log
 
 
 def buy_and_pay(base: str, product: str) -> tuple[dict[str, str], str, dict[str, Any]]:
