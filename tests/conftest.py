@@ -13,9 +13,8 @@ from pydantic import SecretStr
 from pymongo import monitoring
 
 from shop.config import AppSettings
-from shop.db import DOCUMENT_MODELS
 from shop.embedded import EmbeddedMongo
-from shop.main import create_app
+from shop.main import DOCUMENTS, create_app
 
 
 @pytest.fixture(scope="session")
@@ -85,7 +84,7 @@ def settings(app: FastAPI, base_settings: AppSettings) -> Iterator[AppSettings]:
 @pytest.fixture(autouse=True)
 async def _empty_database(app: FastAPI) -> None:
     model: type[Document]
-    for model in DOCUMENT_MODELS:
+    for model in DOCUMENTS:
         await model.get_pymongo_collection().delete_many({})
 
 

@@ -1,43 +1,17 @@
-"""The MongoDB connection, the documents bound to it, and the one transaction helper."""
+"""The MongoDB connection and the one transaction helper. Imports no domain module: the
+application's lifespan hands it the documents to bind."""
 
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import pymongo
-from beanie import init_beanie
+from beanie import Document, init_beanie
 from pymongo import AsyncMongoClient, monitoring
 from pymongo.asynchronous.client_session import AsyncClientSession
 
-from shop.accounts.models import User
-from shop.accounts.throttle import Attempts
-from shop.accounts.tokens import RefreshToken
-from shop.cart.models import Cart
-from shop.catalog.models import Product
-from shop.discounts.models import Discount, DiscountUsage
-from shop.idempotency import IdempotencyRecord
-from shop.orders.models import Order, PendingOrder
-from shop.payments.provider import ProviderCharge, ProviderRefund
-from shop.returns.models import ReturnRequest
-
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-DOCUMENT_MODELS: list[Any] = [
-    User,
-    Attempts,
-    RefreshToken,
-    Product,
-    Cart,
-    Order,
-    PendingOrder,
-    IdempotencyRecord,
-    ProviderCharge,
-    ProviderRefund,
-    Discount,
-    DiscountUsage,
-    ReturnRequest,
-]
 
 
 def connect(
@@ -70,10 +44,12 @@ def connect(
 _client: AsyncMongoClient[Any] | None = None
 
 
-async def init_database(client: AsyncMongoClient[Any], db_name: str) -> None:
-    """Bind the documents to the database and create the indexes they declare."""
+async def init_database(
+    client: AsyncMongoClient[Any], db_name: str, documents: Sequence[type[Document]]
+) -> None:
+    """Bind ``documents`` to the database and create the indexes they declare."""
     global _client
-    await init_beanie(database=client[db_name], document_models=DOCUMENT_MODELS)
+    await init_beanie(database=client[db_name], document_models=list(documents))
     _client = client
 
 

@@ -6,29 +6,55 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from beanie import Document
 from fastapi import FastAPI
 
+from shop.accounts.models import User
 from shop.accounts.router import router as accounts_router
 from shop.accounts.security import PasswordHashing
 from shop.accounts.service import ensure_admin
-from shop.accounts.throttle import Throttles
+from shop.accounts.throttle import Attempts, Throttles
+from shop.accounts.tokens import RefreshToken
 from shop.background import run_sweeper
+from shop.cart.models import Cart
 from shop.cart.router import router as cart_router
+from shop.catalog.models import Product
 from shop.catalog.router import router as catalog_router
 from shop.catalog_cache import CatalogCache
 from shop.config import AppSettings, get_settings
 from shop.db import connect, init_database
 from shop.demo import create_demo_catalog
+from shop.discounts.models import Discount, DiscountUsage
 from shop.discounts.router import router as discounts_router
 from shop.docs import install_docs
 from shop.errors import install_error_handlers, problem_openapi
+from shop.idempotency import IdempotencyRecord
 from shop.middleware import install_middleware
+from shop.orders.models import Order, PendingOrder
 from shop.orders.router import router as orders_router
-from shop.payments.provider import MockProvider
+from shop.payments.provider import MockProvider, ProviderCharge, ProviderRefund
+from shop.returns.models import ReturnRequest
 from shop.returns.router import admin_router as returns_admin_router
 from shop.returns.router import router as returns_router
 
 log = logging.getLogger(__name__)
+
+# Every document the service stores, bound to the database at start-up.
+DOCUMENTS: list[type[Document]] = [
+    User,
+    Attempts,
+    RefreshToken,
+    Product,
+    Cart,
+    Order,
+    PendingOrder,
+    IdempotencyRecord,
+    ProviderCharge,
+    ProviderRefund,
+    Discount,
+    DiscountUsage,
+    ReturnRequest,
+]
 
 
 def create_app(settings: AppSettings | None = None) -> FastAPI:
@@ -45,7 +71,7 @@ def create_app(settings: AppSettings | None = None) -> FastAPI:
             timeout=settings.db_timeout_seconds,
         )
         try:
-            await init_database(client, settings.db_name)
+            await init_database(client, settings.db_name, DOCUMENTS)
             if settings.admin_email and settings.admin_password:
                 await ensure_admin(
                     settings.admin_email,

@@ -12,7 +12,6 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, ClassVar, Protocol
 
-import pymongo
 from beanie import DecimalAnnotation, Document, Indexed
 from bson import Decimal128
 from pydantic import Field
@@ -20,6 +19,7 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.errors import DuplicateKeyError
 
 from shop.clock import utcnow
+from shop.db import in_transaction
 from shop.errors import Conflict, ShopError, Unprocessable
 from shop.money import ZERO
 
@@ -212,11 +212,8 @@ class MockProvider:
             await record.insert(session=session)
             return record.as_refund()
 
-        client = ProviderRefund.get_pymongo_collection().database.client
         try:
-            with pymongo.timeout(client.options.timeout):
-                async with client.start_session() as session:
-                    return await session.with_transaction(book)
+            return await in_transaction(book)
         except DuplicateKeyError:  # a concurrent refund with the same key won
             existing = await ProviderRefund.find_one(ProviderRefund.key == key)
             assert existing is not None

@@ -1,0 +1,61 @@
+"""The import graph keeps its layers: infrastructure imports no domain, and a domain imports
+only the domains below it. Only the composition root (the app, the CLI, the dependencies)
+wires everything together."""
+
+import ast
+from pathlib import Path
+
+import pytest
+
+import shop
+
+SOURCE = Path(shop.__file__).parent
+
+# Top to bottom: a module may import its own layer and the layers below it.
+LAYERS = [
+    {"returns"},
+    {"orders"},
+    {"cart", "pricing", "catalog_cache"},
+    {"discounts", "catalog", "accounts"},
+    {"payments", "idempotency"},
+    # Infrastructure: imports no domain.
+    {"db", "embedded", "errors", "money", "clock", "config", "documents"}
+    | {"middleware", "server", "docs"},
+]
+COMPOSITION = {"main", "cli", "deps", "background", "demo", "__init__"}
+
+
+def layer_of(part: str) -> int:
+    return next(i for i, layer in enumerate(LAYERS) if part in layer)
+
+
+def shop_imports(path: Path) -> set[str]:
+    """The top-level parts of ``shop`` (``orders``, ``db``, ...) that a module imports."""
+    parts = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        names = []
+        if isinstance(node, ast.ImportFrom) and node.module:
+            names = [node.module]
+        elif isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        parts |= {name.split(".")[1] for name in names if name.startswith("shop.")}
+    return parts
+
+
+MODULES = sorted((path.relative_to(SOURCE), shop_imports(path)) for path in SOURCE.rglob("*.py"))
+
+
+def test_every_module_has_a_place_in_the_layers() -> None:
+    placed = set().union(*LAYERS) | COMPOSITION
+    assert {path.parts[0].removesuffix(".py") for path, _ in MODULES} <= placed
+
+
+@pytest.mark.parametrize(("path", "imports"), MODULES, ids=[str(p) for p, _ in MODULES])
+def test_a_module_imports_only_its_own_layer_and_those_below(path: Path, imports: set[str]) -> None:
+    own = path.parts[0].removesuffix(".py")
+    if own in COMPOSITION:
+        return
+    allowed = set().union(*LAYERS[layer_of(own) :])
+    if path.name == "router.py":
+        allowed.add("deps")  # the web edge takes the wiring's dependencies
+    assert imports <= allowed, f"{path} imports {sorted(imports - allowed)}"
