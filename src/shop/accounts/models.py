@@ -6,11 +6,21 @@ from beanie import Document, Indexed
 from pydantic import Field
 
 from shop.clock import utcnow
+from shop.errors import Conflict
 
 
 class Role(StrEnum):
     customer = "customer"
     admin = "admin"
+
+
+class EmailTaken(Conflict):
+    code, title = "email_taken", "Email already registered"
+
+
+def normalize_email(email: str) -> str:
+    """Accounts are found by email without regard to case or surrounding blanks."""
+    return email.strip().lower()
 
 
 class User(Document):

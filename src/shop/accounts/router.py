@@ -3,23 +3,19 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, status
 from fastapi.security import OAuth2PasswordRequestForm
-from pymongo.errors import DuplicateKeyError
 
-from shop.accounts import tokens
-from shop.accounts.models import User
+from shop.accounts import service, tokens
+from shop.accounts.models import EmailTaken, User
 from shop.accounts.schemas import RefreshRequest, RegisterRequest, TokenOut, UserOut
 from shop.accounts.security import Principal, create_access_token
 from shop.accounts.tokens import InvalidRefreshToken, RefreshTokenReused
 from shop.clock import utcnow
 from shop.config import AppSettings
 from shop.deps import ClientAddress, CurrentUser, Hashing, Settings, SigningKey, Throttled
-from shop.errors import Busy, Conflict, InvalidCredentials, NotFound, TooManyRequests, responses
+from shop.docs import responses
+from shop.errors import Busy, InvalidCredentials, NotFound, TooManyRequests
 
 router = APIRouter(prefix="/auth", tags=["accounts"])
-
-
-class EmailTaken(Conflict):
-    code, title = "email_taken", "Email already registered"
 
 
 def _out(user: User) -> UserOut:
@@ -36,13 +32,7 @@ async def register(
     body: RegisterRequest, hashing: Hashing, throttles: Throttled, address: ClientAddress
 ) -> UserOut:
     """Create a customer account. A client address may register a limited number per hour."""
-    await throttles.registrations.attempt([f"register:{address}"], utcnow())
-    user = User(email=body.email.lower(), password_hash=await hashing.hash(body.password))
-    try:
-        await user.insert()
-    except DuplicateKeyError:
-        raise EmailTaken(f"{user.email} is already registered") from None
-    return _out(user)
+    return _out(await service.register(body.email, body.password, hashing, throttles, address))
 
 
 @router.post("/token", responses=responses(InvalidCredentials, TooManyRequests, Busy))
@@ -59,15 +49,8 @@ async def token(
     Repeated failures for one account or from one address are refused for a while (429),
     before any password is checked; a success resets the account's count.
     """
-    email, now = form.username.lower(), utcnow()
-    account, origin = f"login:{email}", f"login-from:{address}"
-    await throttles.logins.attempt([account, origin], now)
-    user = await User.find_one(User.email == email)
-    valid = await hashing.verify(form.password, user.password_hash if user else None)
-    if user is None or not valid:
-        raise InvalidCredentials()
-    await throttles.logins.forget(account)
-    await throttles.logins.give_back(origin)
+    now = utcnow()
+    user = await service.log_in(form.username, form.password, hashing, throttles, address, now)
     return await _token_pair(
         user, settings, key, await tokens.issue(user, now, _lifetime(settings))
     )

@@ -1,6 +1,52 @@
-from shop.accounts.models import Role, User
+"""Account use cases: registering, logging in, and the configured admin."""
+
+from datetime import datetime
+
+from pymongo.errors import DuplicateKeyError
+
+from shop.accounts.models import EmailTaken, Role, User, normalize_email
 from shop.accounts.security import PasswordHashing
+from shop.accounts.throttle import Throttles
 from shop.clock import utcnow
+from shop.errors import InvalidCredentials
+
+
+async def register(
+    email: str, password: str, hashing: PasswordHashing, throttles: Throttles, address: str
+) -> User:
+    """A new customer account. A client address may register a limited number per hour."""
+    await throttles.registrations.attempt([f"register:{address}"], utcnow())
+    user = User(email=normalize_email(email), password_hash=await hashing.hash(password))
+    try:
+        await user.insert()
+    except DuplicateKeyError:
+        raise EmailTaken(f"{user.email} is already registered") from None
+    return user
+
+
+async def log_in(
+    email: str,
+    password: str,
+    hashing: PasswordHashing,
+    throttles: Throttles,
+    address: str,
+    now: datetime,
+) -> User:
+    """The account these credentials open, or ``InvalidCredentials``.
+
+    Repeated failures for one account or from one address are refused for a while (429)
+    before any password is checked; a success resets the account's count.
+    """
+    email = normalize_email(email)
+    account, origin = f"login:{email}", f"login-from:{address}"
+    await throttles.logins.attempt([account, origin], now)
+    user = await User.find_one(User.email == email)
+    valid = await hashing.verify(password, user.password_hash if user else None)
+    if user is None or not valid:
+        raise InvalidCredentials()
+    await throttles.logins.forget(account)
+    await throttles.logins.give_back(origin)
+    return user
 
 
 async def ensure_admin(email: str, password: str, hashing: PasswordHashing) -> None:
@@ -8,7 +54,7 @@ async def ensure_admin(email: str, password: str, hashing: PasswordHashing) -> N
 
     Unchanged, it is left alone; a new password or role ends the sessions of earlier logins.
     """
-    email = email.lower()
+    email = normalize_email(email)
     current = await User.find_one(User.email == email)
     if (
         current is not None
