@@ -18,7 +18,7 @@ from shop.accounts.models import Role, User
 from shop.accounts.security import Principal, create_access_token
 from shop.catalog.models import Product
 from shop.discounts.models import Discount
-from shop.payments.provider import ProviderCharge, ProviderRefund
+from shop.payments.mock import ProviderCharge, ProviderRefund
 
 PASSWORD = "correct horse battery"
 _serial = count(1)

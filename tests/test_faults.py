@@ -14,7 +14,7 @@ from httpx import ASGITransport, AsyncClient
 
 from shop.cart.models import Cart
 from shop.orders.models import Order, OrderStatus, PendingOrder
-from shop.payments.provider import ProviderCharge, ProviderRefund
+from shop.payments.mock import ProviderCharge, ProviderRefund
 from shop.returns.models import ReturnRequest, ReturnStatus
 from shop.returns.service import REFUND_RETRY_AFTER, retry_refunds
 from tests.factories import (

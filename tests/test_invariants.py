@@ -15,7 +15,8 @@ from httpx import AsyncClient
 from shop.catalog.models import Product
 from shop.discounts.models import DiscountKind, DiscountScope
 from shop.orders.models import Order, OrderStatus
-from shop.payments.provider import ChargeStatus, ProviderCharge, ProviderRefund
+from shop.payments.mock import ProviderCharge, ProviderRefund
+from shop.payments.provider import ChargeStatus
 from shop.returns.models import ReturnRequest, ReturnStatus
 from tests.factories import (
     Account,

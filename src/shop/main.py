@@ -26,13 +26,13 @@ from shop.db import connect, init_database
 from shop.demo import create_demo_catalog
 from shop.discounts.models import Discount, DiscountUsage
 from shop.discounts.router import router as discounts_router
-from shop.docs import install_docs
-from shop.errors import install_error_handlers, problem_openapi
+from shop.docs import install_docs, problem_openapi
+from shop.errors import install_error_handlers
 from shop.idempotency import IdempotencyRecord
 from shop.middleware import install_middleware
 from shop.orders.models import Order, PendingOrder
 from shop.orders.router import router as orders_router
-from shop.payments.provider import MockProvider, ProviderCharge, ProviderRefund
+from shop.payments.mock import MockProvider, ProviderCharge, ProviderRefund
 from shop.returns.models import ReturnRequest
 from shop.returns.router import admin_router as returns_admin_router
 from shop.returns.router import router as returns_router

@@ -12,7 +12,8 @@ from shop.clock import utcnow
 from shop.config import AppSettings
 from shop.orders.models import Order, OrderStatus, PaymentAttempt, PendingOrder
 from shop.orders.service import sweep_overdue
-from shop.payments.provider import Charge, MockProvider, ProviderRefund
+from shop.payments.mock import MockProvider, ProviderRefund
+from shop.payments.provider import Charge
 from tests.factories import (
     assert_problem,
     charges_for,

@@ -14,7 +14,8 @@ from shop.idempotency import RUNNING_LEASE, IdempotencyRecord, fingerprint
 from shop.orders.models import Order, OrderStatus, PendingOrder
 from shop.orders.schemas import PayRequest
 from shop.orders.service import PAYMENT_HOLD
-from shop.payments.provider import ChargeStatus, ProviderCharge
+from shop.payments.mock import ProviderCharge
+from shop.payments.provider import ChargeStatus
 from tests.factories import (
     assert_problem,
     charges_for,

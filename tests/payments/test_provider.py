@@ -5,12 +5,10 @@ from decimal import Decimal
 
 import pytest
 
+from shop.payments.mock import MockProvider, ProviderCharge, ProviderRefund
 from shop.payments.provider import (
     ChargeStatus,
     InsufficientFunds,
-    MockProvider,
-    ProviderCharge,
-    ProviderRefund,
     RefundExceedsCharge,
     RefundFailed,
     UnknownPaymentMethod,

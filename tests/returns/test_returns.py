@@ -12,7 +12,7 @@ from shop.accounts.models import Role
 from shop.config import AppSettings
 from shop.discounts.models import DiscountKind, DiscountScope
 from shop.orders.models import Order, OrderStatus
-from shop.payments.provider import MockProvider, ProviderRefund
+from shop.payments.mock import MockProvider, ProviderRefund
 from shop.returns.models import ReturnRequest, ReturnStatus
 from shop.returns.service import REFUND_RETRY_AFTER, retry_refunds
 from tests.factories import (
