@@ -19,7 +19,7 @@ LAYERS = [
     {"discounts", "catalog", "accounts"},
     {"payments", "idempotency"},
     # Infrastructure: imports no domain.
-    {"db", "embedded", "errors", "money", "clock", "config", "documents"}
+    {"db", "embedded", "errors", "money", "clock", "config", "documents", "pagination"}
     | {"middleware", "server", "docs"},
 ]
 COMPOSITION = {"main", "cli", "deps", "background", "demo", "__init__"}

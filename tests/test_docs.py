@@ -20,3 +20,9 @@ async def test_docs_are_served_without_a_cdn(client: AsyncClient) -> None:
         ]
         == "/auth/token"
     )
+
+
+async def test_every_schema_has_its_own_plain_name(client: AsyncClient) -> None:
+    """Two models of one name show in /docs under their module paths (shop__cart__...)."""
+    schemas = (await client.get("/openapi.json")).json()["components"]["schemas"]
+    assert not [name for name in schemas if "__" in name]

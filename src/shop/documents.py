@@ -2,7 +2,7 @@
 
 from typing import Any, TypeVar
 
-from beanie import Document, PydanticObjectId
+from beanie import Document
 from beanie.odm.utils.dump import get_dict
 from beanie.odm.utils.encoder import Encoder
 from pymongo.asynchronous.client_session import AsyncClientSession
@@ -13,17 +13,6 @@ DocumentT = TypeVar("DocumentT", bound=Document)
 def to_bson(value: Any) -> Any:
     """Encode a value as Beanie stores it (Decimal as Decimal128, enums as values, ...)."""
     return Encoder(to_db=True).encode(value)
-
-
-async def page_by_id(
-    model: type[DocumentT], query: dict[str, Any], limit: int, cursor: PydanticObjectId | None
-) -> tuple[list[DocumentT], str | None]:
-    """One page of ``model`` in ``_id`` order (keyset pagination), and the next page's cursor."""
-    if cursor is not None:
-        query = {**query, "_id": {"$gt": cursor}}
-    found = await model.find(query).sort("_id").limit(limit + 1).to_list()
-    page = found[:limit]
-    return page, str(page[-1].id) if len(found) > limit else None
 
 
 class VersionedDocument(Document):

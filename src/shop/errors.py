@@ -1,14 +1,14 @@
-"""The error hierarchy and the one handler that renders every error as RFC 9457 problem+json."""
+"""The error hierarchy and the one handler that renders every error as RFC 9457 problem+json
+(documented in OpenAPI by ``shop.docs``)."""
 
+import copy
 from http import HTTPStatus
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
 from pymongo.errors import ConnectionFailure, PyMongoError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -36,6 +36,12 @@ class ShopError(Exception):
         self.extra = extra
         if retry_after is not None:
             self.retry_after = retry_after
+
+    def explained(self, detail: str, **extra: Any) -> Self:
+        """The same refusal, told in the words of the operation that met it."""
+        told = copy.copy(self)
+        told.args, told.detail, told.extra = (detail,), detail, self.extra | extra
+        return told
 
     def problem(self) -> dict[str, Any]:
         return problem_body(self.status, self.code, self.title, self.detail, **self.extra)
@@ -93,17 +99,6 @@ class Busy(ShopError):
     retry_after = 1
 
 
-class Problem(BaseModel):
-    """RFC 9457 problem details, as every error response is shaped."""
-
-    type: str
-    title: str
-    status: int
-    detail: str
-    code: str
-    errors: list[dict[str, Any]] | None = None
-
-
 def problem_body(status: int, code: str, title: str, detail: str, **extra: Any) -> dict[str, Any]:
     body: dict[str, Any] = {
         "type": f"/problems/{code}",
@@ -119,19 +114,6 @@ def problem_body(status: int, code: str, title: str, detail: str, **extra: Any) 
 def problem_response(status: int, code: str, title: str, detail: str, **extra: Any) -> JSONResponse:
     body = problem_body(status, code, title, detail, **extra)
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON)
-
-
-def responses(*errors: type[ShopError]) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI ``responses=`` for a route, from the errors it can raise."""
-    documented: dict[int | str, dict[str, Any]] = {}
-    for error in errors:
-        entry = documented.setdefault(
-            error.status,
-            {"description": ""},
-        )
-        codes = f"`{error.code}`"
-        entry["description"] = ", ".join(filter(None, [entry["description"], codes]))
-    return documented
 
 
 async def _shop_error(_: Request, exc: Exception) -> JSONResponse:
@@ -189,43 +171,6 @@ async def _database_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _unexpected_error(_: Request, exc: Exception) -> JSONResponse:
     return problem_response(500, "internal_error", "Internal server error", "Unexpected error")
-
-
-def problem_openapi(app: FastAPI) -> dict[str, Any]:
-    """The OpenAPI document, with every error response as it really is: problem+json.
-
-    Adds what every operation can answer besides its own errors: 422 for invalid input,
-    400 for an unparsable body, 401 where a token is needed.
-    """
-    if app.openapi_schema:
-        return app.openapi_schema
-    schema = get_openapi(
-        title=app.title,
-        version=app.version,
-        summary=app.summary,
-        routes=app.routes,
-    )
-    problem = {"schema": {"$ref": "#/components/schemas/Problem"}}
-    components = schema.setdefault("components", {}).setdefault("schemas", {})
-    components["Problem"] = Problem.model_json_schema()
-    components.pop("HTTPValidationError", None)
-    components.pop("ValidationError", None)
-    for path in schema.get("paths", {}).values():
-        for operation in path.values():
-            answers = operation.setdefault("responses", {})
-            answers.setdefault("422", {"description": "`validation_error`"})
-            if "requestBody" in operation:
-                answers.setdefault("400", {"description": "`bad_request`: unparsable body"})
-                answers.setdefault("413", {"description": "`content_too_large`"})
-            if operation.get("security"):
-                answers.setdefault(
-                    "401", {"description": "`not_authenticated`, `invalid_token`, `token_expired`"}
-                )
-            for status, answer in answers.items():
-                if int(status) >= 400:
-                    answer["content"] = {PROBLEM_JSON: problem}
-    app.openapi_schema = schema
-    return schema
 
 
 def install_error_handlers(app: FastAPI) -> None:

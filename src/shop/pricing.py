@@ -19,7 +19,7 @@ from beanie import PydanticObjectId
 
 from shop.cart.models import CartItem
 from shop.catalog.models import Product
-from shop.discounts.models import Discount, DiscountScope
+from shop.discounts.models import Discount, DiscountNotFound, DiscountRefused, DiscountScope
 from shop.money import CENT, ZERO, round_money
 
 
@@ -44,8 +44,15 @@ class CartDiscount:
     discount_id: PydanticObjectId | None
     code: str | None
     amount: Decimal
-    applied: bool
-    reason: str | None = None
+    refusal: DiscountRefused | DiscountNotFound | None = None
+
+    @property
+    def applied(self) -> bool:
+        return self.refusal is None
+
+    @property
+    def reason(self) -> str | None:
+        return None if self.refusal is None else self.refusal.code
 
 
 @dataclass(frozen=True)
@@ -140,17 +147,20 @@ def _price_line(item: CartItem, context: PricingContext) -> PricedLine:
 def _cart_discount(
     code: str | None, subtotal: Decimal, context: PricingContext
 ) -> tuple[CartDiscount | None, Discount | None]:
-    def refusal(discount: Discount) -> str | None:
+    def refusal(discount: Discount) -> DiscountRefused | None:
         used = context.usage.get(discount.id, 0) if discount.id else 0
-        refused = discount.refusal(context.now, subtotal, used_by_user=used)
-        return None if refused is None else refused.code
+        return discount.refusal(context.now, subtotal, used_by_user=used)
 
     if code is not None:
-        chosen = next((d for d in context.discounts if d.code == code), None)
-        reason = "discount_not_found" if chosen is None else refusal(chosen)
-        if chosen is None or reason is not None:
-            return CartDiscount(None, code, ZERO, applied=False, reason=reason), None
-        return CartDiscount(chosen.id, code, chosen.amount_off(subtotal), applied=True), chosen
+        chosen = next(
+            (d for d in context.discounts if d.code == code and d.scope is DiscountScope.cart),
+            None,
+        )
+        if chosen is None:
+            return CartDiscount(None, code, ZERO, DiscountNotFound(f"No promo code {code}")), None
+        if (refused := refusal(chosen)) is not None:
+            return CartDiscount(None, code, ZERO, refused), None
+        return CartDiscount(chosen.id, code, chosen.amount_off(subtotal)), chosen
 
     best: tuple[Decimal, Discount] | None = None
     for discount in context.discounts:
@@ -162,7 +172,7 @@ def _cart_discount(
                 best = (amount, discount)
     if best is None:
         return None, None
-    return CartDiscount(best[1].id, None, best[0], applied=True), best[1]
+    return CartDiscount(best[1].id, None, best[0]), best[1]
 
 
 def allocate(amount: Decimal, weights: list[Decimal]) -> list[Decimal]:

@@ -113,4 +113,4 @@ async def test_unknown_and_malformed_ids(client: AsyncClient) -> None:
     assert_problem(await client.get("/products/64b7f0c2a1b2c3d4e5f60718"), 404, "product_not_found")
     assert (await client.get("/products/not-an-id")).status_code in (404, 422)
     assert_problem(await client.get("/products/?limit=0"), 422, "validation_error")
-    assert_problem(await client.get("/products/?cursor=zzz"), 422, "validation_error")
+    assert_problem(await client.get("/products/?cursor=zzz"), 422, "invalid_cursor")

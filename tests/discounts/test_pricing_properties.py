@@ -13,8 +13,7 @@ from shop.catalog.models import Product
 from shop.clock import utcnow
 from shop.discounts.models import Discount, DiscountKind, DiscountScope
 from shop.money import ZERO
-from shop.orders.models import OrderLine
-from shop.orders.service import order_from_quote
+from shop.orders.models import Order, OrderLine
 from shop.pricing import PricingContext, allocate, price
 
 NOW = utcnow()
@@ -76,7 +75,7 @@ def test_totals_always_add_up_to_the_cent(cart: tuple[list[CartItem], PricingCon
     assert ZERO <= cart_discount <= quote.subtotal
     assert quote.total == quote.subtotal - cart_discount
 
-    order = order_from_quote(PydanticObjectId(), quote, NOW, timedelta(minutes=30))
+    order = Order.from_quote(PydanticObjectId(), quote, NOW, timedelta(minutes=30))
     assert sum(line.cart_discount_share for line in order.lines) == cart_discount
     assert sum(line.net_total for line in order.lines) == quote.total
     assert all(ZERO <= line.net_total <= line.line_total for line in order.lines)
@@ -103,7 +102,7 @@ def test_returning_everything_in_any_batches_refunds_exactly_what_was_paid(
     cart: tuple[list[CartItem], PricingContext], batches: list[int]
 ) -> None:
     items, context = cart
-    order = order_from_quote(
+    order = Order.from_quote(
         PydanticObjectId(), price(items, None, context), NOW, timedelta(minutes=30)
     )
     order.paid_at = NOW

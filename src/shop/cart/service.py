@@ -4,10 +4,11 @@ from typing import Protocol
 from beanie import PydanticObjectId
 from pymongo.asynchronous.client_session import AsyncClientSession
 
+from shop.accounts.throttle import Throttle
 from shop.cart.models import Cart
 from shop.catalog.models import Product
 from shop.clock import utcnow
-from shop.discounts.models import Discount, DiscountScope, DiscountUsage
+from shop.discounts.models import Discount, DiscountNotFound, DiscountScope, DiscountUsage
 from shop.pricing import PricingContext, Quote, price
 
 
@@ -70,3 +71,27 @@ async def quote_cart(
     usage = await DiscountUsage.counts(cart.user_id, limited, session) if limited else {}
     context = PricingContext(products, discounts, usage, utcnow(), currency)
     return price(cart.items, code, context)
+
+
+async def apply_code(
+    user_id: PydanticObjectId, code: str, currency: str, throttle: Throttle
+) -> Quote:
+    """Put a promo code on the cart, if it applies to it now; a new one replaces the old.
+
+    The code is judged on the database's figures, not the cache's. A code that cannot be
+    used is refused as unknown (404) unless the customer can act on the reason (a minimum
+    subtotal, their own uses); a customer who keeps trying codes that cannot be used is
+    refused for a while (429).
+    """
+    attempts = f"promo-code:{user_id}"
+    await throttle.attempt([attempts], utcnow())
+    cart = await Cart.of_user(user_id)
+    quote = await quote_cart(cart, currency, FreshCatalog(), code=code)
+    refusal = quote.cart_discount.refusal if quote.cart_discount else None
+    if refusal is not None:
+        if isinstance(refusal, DiscountNotFound) or not refusal.actionable:
+            raise DiscountNotFound(f"No promo code {code}")
+        raise refusal
+    await throttle.give_back(attempts)
+    cart = await Cart.set_discount_code(user_id, code)
+    return await quote_cart(cart, currency, FreshCatalog())

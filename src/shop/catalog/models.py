@@ -1,6 +1,6 @@
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 from beanie import DecimalAnnotation, Document, PydanticObjectId
 from pydantic import Field
@@ -9,6 +9,11 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 
 from shop.clock import utcnow
 from shop.documents import to_bson
+from shop.errors import NotFound
+
+
+class ProductNotFound(NotFound):
+    code, title = "product_not_found", "Product not found"
 
 
 class Product(Document):
@@ -37,6 +42,21 @@ class Product(Document):
     @property
     def unit_price(self) -> Decimal:
         return Decimal(self.price)
+
+    # -- who sees what: customers see active products only; admins see every one -----------
+
+    @staticmethod
+    def visible_query(admin: bool) -> dict[str, Any]:
+        return {} if admin else {"active": True}
+
+    def is_visible_to(self, admin: bool) -> bool:
+        return admin or self.active
+
+    @classmethod
+    def visible_or_raise(cls, product: "Product | None", admin: bool = False) -> Self:
+        if product is None or not product.is_visible_to(admin):
+            raise ProductNotFound()
+        return product
 
     @classmethod
     async def reserve(
@@ -78,12 +98,13 @@ class Product(Document):
         return {p.id: p for p in found if p.id is not None}
 
     @classmethod
-    async def update_fields(
-        cls, product_id: PydanticObjectId, fields: dict[str, Any]
-    ) -> "Product | None":
+    async def update_fields(cls, product_id: PydanticObjectId, fields: dict[str, Any]) -> Self:
         """Set only the given fields, so a concurrent stock reservation is never overwritten."""
         changes = to_bson(fields) | {"updated_at": utcnow()}
         raw = await cls.get_pymongo_collection().find_one_and_update(
             {"_id": product_id}, {"$set": changes}, return_document=ReturnDocument.AFTER
         )
-        return None if raw is None else cls.model_validate(raw)
+        if raw is None:
+            raise ProductNotFound()
+        found: Self = cls.model_validate(raw)
+        return found

@@ -40,10 +40,3 @@ class ProductOut(BaseModel):
     active: bool
     created_at: datetime
     updated_at: datetime
-
-
-class ProductPage(BaseModel):
-    items: list[ProductOut]
-    next_cursor: str | None = Field(
-        description="Pass as `cursor` for the next page; null on the last page"
-    )

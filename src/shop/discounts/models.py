@@ -1,16 +1,25 @@
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
-from typing import ClassVar
+from typing import Annotated, Any, ClassVar, Self
 
 from beanie import DecimalAnnotation, Document, PydanticObjectId
-from pydantic import Field
-from pymongo import ASCENDING, IndexModel
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
+from pymongo import ASCENDING, IndexModel, ReturnDocument
 from pymongo.asynchronous.client_session import AsyncClientSession
+from pymongo.errors import DuplicateKeyError
 
 from shop.clock import as_utc, utcnow
-from shop.errors import Conflict, NotFound
-from shop.money import round_money
+from shop.documents import to_bson
+from shop.errors import ConcurrentUpdate, Conflict, NotFound, Unprocessable
+from shop.money import Money, Price, round_money
 
 
 class DiscountScope(StrEnum):
@@ -28,7 +37,25 @@ class DiscountNotFound(NotFound):
 
 
 class DiscountRefused(Conflict):
-    """A discount that exists but cannot be applied now; each reason has its own code."""
+    """A discount that exists but cannot be applied now; each reason has its own code.
+
+    Only reasons a customer can act on (``actionable``) are told to someone trying a code;
+    any other is answered as if there were no such code, so that guessing cannot tell
+    hidden codes from unknown ones.
+    """
+
+    actionable = False
+
+
+class DiscountCodeTaken(Conflict):
+    code, title = "discount_code_taken", "Another discount has this code"
+
+
+class InvalidDiscount(Unprocessable):
+    """A change that would leave a discount's definition inconsistent (as a request body
+    that is, it is a validation error)."""
+
+    code, title = "validation_error", "Invalid request"
 
 
 class DiscountInactive(DiscountRefused):
@@ -49,28 +76,57 @@ class DiscountUsedUp(DiscountRefused):
 
 class DiscountPerUserLimitReached(DiscountRefused):
     code, title = "discount_per_user_limit_reached", "You have used this discount already"
+    actionable = True
 
 
 class DiscountMinSubtotalNotMet(DiscountRefused):
     code, title = "discount_min_subtotal_not_met", "Cart subtotal below the discount's minimum"
-
-
-REFUSALS: dict[str, type[DiscountRefused]] = {
-    refusal.code: refusal
-    for refusal in (
-        DiscountInactive,
-        DiscountNotStarted,
-        DiscountExpired,
-        DiscountUsedUp,
-        DiscountPerUserLimitReached,
-        DiscountMinSubtotalNotMet,
-    )
-}
+    actionable = True
 
 
 def normalize_code(code: str) -> str:
     """Promo codes are matched without regard to case or surrounding blanks."""
     return code.strip().upper()
+
+
+Code = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{3,32}$", examples=["WELCOME10"])]
+Limit = Annotated[int, Field(strict=True, ge=1, le=10_000_000)]
+
+
+class DiscountFields(BaseModel):
+    """A discount's definition, checked as a whole: on create, and after every update."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: Annotated[str, Field(min_length=1, max_length=200)]
+    scope: DiscountScope
+    kind: DiscountKind
+    value: Price = Field(description="Percent (0 < value <= 100) or an amount of money")
+    product_ids: list[PydanticObjectId] = Field(default_factory=list, max_length=1000)
+    code: Code | None = None
+    starts_at: AwareDatetime | None = None
+    ends_at: AwareDatetime | None = None
+    min_subtotal: Money | None = None
+    usage_limit: Limit | None = None
+    per_user_limit: Limit | None = None
+    active: bool = True
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        if self.kind is DiscountKind.percent and self.value > Decimal(100):
+            raise ValueError("a percent discount is at most 100")
+        if self.scope is DiscountScope.product:
+            if not self.product_ids:
+                raise ValueError("a product discount names its product_ids")
+            if self.code is not None or self.min_subtotal is not None:
+                raise ValueError("code and min_subtotal are for cart discounts")
+        elif self.product_ids:
+            raise ValueError("a cart discount has no product_ids")
+        if self.starts_at and self.ends_at and self.ends_at <= self.starts_at:
+            raise ValueError("ends_at must be after starts_at")
+        if self.code is not None:
+            self.code = normalize_code(self.code)
+        return self
 
 
 class Discount(Document):
@@ -106,6 +162,60 @@ class Discount(Document):
                 partialFilterExpression={"code": {"$type": "string"}},
             ),
         ]
+
+    # -- the definition, kept consistent --------------------------------------------------
+
+    @classmethod
+    async def define(cls, fields: DiscountFields) -> Self:
+        discount = cls(**fields.model_dump())
+        try:
+            await discount.insert()
+        except DuplicateKeyError:
+            raise DiscountCodeTaken(f"{fields.code} is taken") from None
+        return discount
+
+    @classmethod
+    async def update_fields(cls, discount_id: PydanticObjectId, changes: dict[str, Any]) -> Self:
+        """Change some fields, if the definition stays consistent as a whole.
+
+        The update is conditional on the discount being as it was read (its ``updated_at``):
+        two changes each consistent alone cannot combine into an inconsistent definition.
+        """
+        current = await cls.get(discount_id)
+        if current is None:
+            raise DiscountNotFound()
+        definition = {name: getattr(current, name) for name in DiscountFields.model_fields}
+        try:
+            DiscountFields.model_validate(definition | changes)
+        except ValidationError as invalid:
+            errors = [
+                {"loc": ["body", *e["loc"]], "msg": e["msg"], "type": e["type"]}
+                for e in invalid.errors(include_context=False)
+            ]
+            fields = ", ".join(".".join(map(str, e["loc"])) for e in errors)
+            raise InvalidDiscount(f"Invalid fields: {fields}", errors=errors) from None
+        raw = await cls.get_pymongo_collection().find_one_and_update(
+            {"_id": discount_id, "updated_at": current.updated_at},
+            {"$set": to_bson(changes) | {"updated_at": utcnow()}},
+            return_document=ReturnDocument.AFTER,
+        )
+        if raw is None:
+            raise ConcurrentUpdate("The discount changed meanwhile; read it and try again")
+        found: Self = cls.model_validate(raw)
+        return found
+
+    @classmethod
+    async def deactivate(cls, discount_id: PydanticObjectId) -> Self:
+        """It no longer applies to carts; orders already placed keep it."""
+        raw = await cls.get_pymongo_collection().find_one_and_update(
+            {"_id": discount_id},
+            {"$set": {"active": False, "updated_at": utcnow()}},
+            return_document=ReturnDocument.AFTER,
+        )
+        if raw is None:
+            raise DiscountNotFound()
+        found: Self = cls.model_validate(raw)
+        return found
 
     # -- rules -----------------------------------------------------------------------------
 

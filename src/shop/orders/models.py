@@ -1,16 +1,18 @@
 from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, NamedTuple
 
 from beanie import DecimalAnnotation, Document, Indexed, PydanticObjectId
 from pydantic import BaseModel, Field
 from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument
+from pymongo.asynchronous.client_session import AsyncClientSession
 
 from shop.clock import as_utc, utcnow
 from shop.documents import VersionedDocument
 from shop.errors import Conflict, NotFound, Unprocessable
 from shop.money import ZERO, round_money
+from shop.pricing import Quote, allocate
 
 
 class OrderStatus(StrEnum):
@@ -33,6 +35,14 @@ ALLOWED_TRANSITIONS: dict[OrderStatus, set[OrderStatus]] = {
 class CancelReason(StrEnum):
     payment_timeout = "payment_timeout"
     customer_request = "customer_request"
+
+
+class CartEmpty(Conflict):
+    code, title = "cart_empty", "The cart is empty"
+
+
+class ProductUnavailable(Conflict):
+    code, title = "product_unavailable", "A product in the cart is no longer sold"
 
 
 class OrderNotFound(NotFound):
@@ -78,6 +88,13 @@ class ReturnQuantityExceeded(Conflict):
 
 class ProductNotInOrder(Unprocessable):
     code, title = "product_not_in_order", "The order has no such product"
+
+
+class ReturnUnits(NamedTuple):
+    """Units of one order line in a return, and what they are refunded."""
+
+    quantity: int
+    amount: Decimal
 
 
 class StatusChange(BaseModel):
@@ -189,6 +206,53 @@ class Order(VersionedDocument):
             ),
             IndexModel([("status", ASCENDING), ("expires_at", ASCENDING)]),
         ]
+
+    @classmethod
+    def from_quote(
+        cls, user_id: PydanticObjectId, quote: Quote, now: datetime, timeout: timedelta
+    ) -> "Order":
+        """A new unpaid order: a snapshot of the priced cart, payable until ``now + timeout``.
+        The cart discount is split across the lines here, once."""
+        cart_discount = (
+            quote.cart_discount if quote.cart_discount and quote.cart_discount.applied else None
+        )
+        shares = allocate(
+            cart_discount.amount if cart_discount else ZERO,
+            [line.line_total for line in quote.lines],
+        )
+        lines = [
+            OrderLine(
+                product_id=line.product_id,
+                name=line.name,
+                unit_price=line.unit_price,
+                quantity=line.quantity,
+                line_subtotal=line.line_subtotal,
+                discount=line.discount,
+                discount_id=line.discount_id,
+                line_total=line.line_total,
+                cart_discount_share=share,
+                net_total=line.line_total - share,
+            )
+            for line, share in zip(quote.lines, shares, strict=True)
+        ]
+        return cls(
+            user_id=user_id,
+            lines=lines,
+            subtotal=quote.subtotal,
+            cart_discount=AppliedCartDiscount(
+                discount_id=cart_discount.discount_id,
+                code=cart_discount.code,
+                amount=cart_discount.amount,
+            )
+            if cart_discount and cart_discount.discount_id
+            else None,
+            total=quote.total,
+            currency=quote.currency,
+            created_at=now,
+            expires_at=now + timeout,
+            status_history=[StatusChange(status=OrderStatus.pending_payment, at=now)],
+            redeemed_discounts=[d.id for d in quote.discounts_used if d.id is not None],
+        )
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -349,16 +413,14 @@ class Order(VersionedDocument):
             line.claimed_amount = Decimal(line.claimed_amount) + amounts[product_id]
         return amounts
 
-    def release_return(self, amounts: dict[PydanticObjectId, tuple[int, Decimal]]) -> None:
+    def release_return(self, amounts: dict[PydanticObjectId, ReturnUnits]) -> None:
         """A rejected return gives its units back to what can be returned."""
         for product_id, (quantity, amount) in amounts.items():
             line = self.line_for(product_id)
             line.claimed_quantity -= quantity
             line.claimed_amount = Decimal(line.claimed_amount) - amount
 
-    def record_refund(
-        self, amounts: dict[PydanticObjectId, tuple[int, Decimal]], now: datetime
-    ) -> None:
+    def record_refund(self, amounts: dict[PydanticObjectId, ReturnUnits], now: datetime) -> None:
         """Claimed units were refunded: the order is returned once every unit is."""
         for product_id, (quantity, amount) in amounts.items():
             line = self.line_for(product_id)
@@ -394,3 +456,16 @@ class PendingOrder(Document):
 
     class Settings:
         name = "pending_orders"
+
+    @classmethod
+    async def open(cls, order: Order, session: AsyncClientSession) -> None:
+        assert order.id is not None
+        pending = cls(id=order.id, user_id=order.user_id, expires_at=order.expires_at)
+        await pending.insert(session=session)
+
+    @classmethod
+    async def close(
+        cls, order_id: PydanticObjectId | None, session: AsyncClientSession | None = None
+    ) -> None:
+        """The order was paid or cancelled (closing a closed one does nothing)."""
+        await cls.get_pymongo_collection().delete_one({"_id": order_id}, session=session)

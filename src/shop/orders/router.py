@@ -1,13 +1,12 @@
 from datetime import timedelta
-from typing import Annotated
 
 from beanie import PydanticObjectId
-from fastapi import APIRouter, Query, status
+from fastapi import APIRouter, status
 from fastapi.responses import JSONResponse
 
 from shop.cart.models import InsufficientStock
 from shop.deps import CurrentUser, PaymentProviders, Settings
-from shop.errors import responses
+from shop.docs import responses
 from shop.idempotency import (
     IdempotencyKey,
     IdempotencyKeyInUse,
@@ -17,6 +16,7 @@ from shop.idempotency import (
 )
 from shop.orders import service
 from shop.orders.models import (
+    CartEmpty,
     Order,
     OrderAlreadyPaid,
     OrderCancelled,
@@ -25,9 +25,10 @@ from shop.orders.models import (
     OrderNotFound,
     OrderStatus,
     PaymentInProgress,
+    ProductUnavailable,
 )
-from shop.orders.schemas import OrderOut, OrderPage, OrderSummary, PayRequest
-from shop.orders.service import CartEmpty, InvalidCursor, ProductUnavailable
+from shop.orders.schemas import OrderOut, OrderSummary, PayRequest
+from shop.pagination import Cursor, InvalidCursor, Limit, Page
 from shop.payments.provider import InsufficientFunds, PaymentDeclined, UnknownPaymentMethod
 
 router = APIRouter(prefix="/order", tags=["orders"])
@@ -106,15 +107,15 @@ async def pay_order(
 async def order_history(
     user: CurrentUser,
     providers: PaymentProviders,
-    limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    limit: Limit = 20,
+    cursor: Cursor = None,
     status: OrderStatus | None = None,
-) -> OrderPage:
+) -> Page[OrderSummary]:
     """The caller's orders, newest first."""
-    orders, next_cursor = await service.order_history(
+    found = await service.order_history(
         user.id, providers, limit=limit, cursor=cursor, status=status
     )
-    return OrderPage(items=[order_summary(o) for o in orders], next_cursor=next_cursor)
+    return found.shaped(order_summary)
 
 
 @router.post(
@@ -133,4 +134,4 @@ async def get_order(
     order_id: PydanticObjectId, user: CurrentUser, providers: PaymentProviders
 ) -> OrderOut:
     """One of the caller's orders, with every status change it went through."""
-    return order_out(await service.order_of_user(order_id, user.id, providers))
+    return order_out(await service.read_and_settle(order_id, user.id, providers))

@@ -23,7 +23,7 @@ class OrderLineOut(PricedLineOut):
     returned_quantity: int
 
 
-class CartDiscountOut(BaseModel):
+class AppliedCartDiscountOut(BaseModel):
     discount_id: PydanticObjectId
     code: str | None
     amount: Money
@@ -48,7 +48,7 @@ class OrderOut(BaseModel):
     status: OrderStatus
     lines: list[OrderLineOut]
     subtotal: Money
-    cart_discount: CartDiscountOut | None
+    cart_discount: AppliedCartDiscountOut | None
     total: Money
     currency: str
     created_at: datetime
@@ -67,10 +67,3 @@ class OrderSummary(BaseModel):
     total: Money
     currency: str
     created_at: datetime
-
-
-class OrderPage(BaseModel):
-    items: list[OrderSummary]
-    next_cursor: str | None = Field(
-        description="Pass as `cursor` for the next page; null on the last page"
-    )

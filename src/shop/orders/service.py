@@ -1,12 +1,11 @@
 """Use cases that move several documents together: checkout, payment, and the payment timeout."""
 
-import base64
 import logging
 from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
+from typing import NamedTuple
 
 from beanie import PydanticObjectId
-from bson import ObjectId
 from pymongo.asynchronous.client_session import AsyncClientSession
 
 from shop.cart.models import Cart, InsufficientStock
@@ -15,25 +14,22 @@ from shop.catalog.models import Product
 from shop.clock import utcnow
 from shop.config import AppSettings
 from shop.db import in_transaction
-from shop.discounts.models import REFUSALS, Discount, DiscountNotFound
-from shop.errors import Conflict, Unprocessable
-from shop.money import ZERO
+from shop.discounts.models import Discount
 from shop.orders.models import (
-    AppliedCartDiscount,
     CancelReason,
+    CartEmpty,
     Order,
     OrderExpired,
-    OrderLine,
     OrderNotFound,
     OrderStatus,
     Payment,
     PaymentAttempt,
     PaymentInProgress,
     PendingOrder,
-    StatusChange,
+    ProductUnavailable,
 )
+from shop.pagination import Slice, decode_cursor
 from shop.payments.provider import Charge, ChargeStatus, PaymentProvider
-from shop.pricing import Quote, allocate
 
 log = logging.getLogger(__name__)
 
@@ -44,64 +40,7 @@ PAYMENT_HOLD = timedelta(seconds=30)
 Providers = Mapping[str, PaymentProvider]
 
 
-class CartEmpty(Conflict):
-    code, title = "cart_empty", "The cart is empty"
-
-
-class ProductUnavailable(Conflict):
-    code, title = "product_unavailable", "A product in the cart is no longer sold"
-
-
-class InvalidCursor(Unprocessable):
-    code, title = "invalid_cursor", "Invalid cursor"
-
-
 # -- checkout ---------------------------------------------------------------------------------
-
-
-def order_from_quote(
-    user_id: PydanticObjectId, quote: Quote, now: datetime, timeout: timedelta
-) -> Order:
-    """Snapshot the priced cart. The cart discount is split across the lines here, once."""
-    cart_discount = (
-        quote.cart_discount if quote.cart_discount and quote.cart_discount.applied else None
-    )
-    shares = allocate(
-        cart_discount.amount if cart_discount else ZERO, [line.line_total for line in quote.lines]
-    )
-    lines = [
-        OrderLine(
-            product_id=line.product_id,
-            name=line.name,
-            unit_price=line.unit_price,
-            quantity=line.quantity,
-            line_subtotal=line.line_subtotal,
-            discount=line.discount,
-            discount_id=line.discount_id,
-            line_total=line.line_total,
-            cart_discount_share=share,
-            net_total=line.line_total - share,
-        )
-        for line, share in zip(quote.lines, shares, strict=True)
-    ]
-    return Order(
-        user_id=user_id,
-        lines=lines,
-        subtotal=quote.subtotal,
-        cart_discount=AppliedCartDiscount(
-            discount_id=cart_discount.discount_id,
-            code=cart_discount.code,
-            amount=cart_discount.amount,
-        )
-        if cart_discount and cart_discount.discount_id
-        else None,
-        total=quote.total,
-        currency=quote.currency,
-        created_at=now,
-        expires_at=now + timeout,
-        status_history=[StatusChange(status=OrderStatus.pending_payment, at=now)],
-        redeemed_discounts=[d.id for d in quote.discounts_used if d.id is not None],
-    )
 
 
 async def create_order(user_id: PydanticObjectId, settings: AppSettings) -> Order:
@@ -123,11 +62,12 @@ async def create_order(user_id: PydanticObjectId, settings: AppSettings) -> Orde
         quote = await quote_cart(cart, settings.currency, FreshCatalog(session), session=session)
         if withdrawn := [str(line.product_id) for line in quote.lines if not line.available]:
             raise ProductUnavailable(products=withdrawn)
-        if quote.cart_discount is not None and not quote.cart_discount.applied:
+        if quote.cart_discount is not None and quote.cart_discount.refusal is not None:
             # Never charge more than the cart promised: the customer removes the code first.
-            raise REFUSALS.get(quote.cart_discount.reason or "", DiscountNotFound)(
-                f"Code {quote.cart_discount.code} no longer applies; remove it to order without it",
-                discount_code=quote.cart_discount.code,
+            code = quote.cart_discount.code
+            raise quote.cart_discount.refusal.explained(
+                f"Code {code} no longer applies; remove it to order without it",
+                discount_code=code,
             )
         # The stock read above names the short lines; the guarded updates make sure of it.
         short = [str(line.product_id) for line in quote.lines if not line.in_stock]
@@ -137,12 +77,9 @@ async def create_order(user_id: PydanticObjectId, settings: AppSettings) -> Orde
                 "Not enough stock for some products", products=short or list(map(str, reserved))
             )
         await Discount.redeem(quote.discounts_used, user_id, session)
-        now = utcnow()
-        order = order_from_quote(user_id, quote, now, timeout)
+        order = Order.from_quote(user_id, quote, utcnow(), timeout)
         await order.insert(session=session)
-        assert order.id is not None
-        window = PendingOrder(id=order.id, user_id=user_id, expires_at=order.expires_at)
-        await window.insert(session=session)
+        await PendingOrder.open(order, session)
         return order
 
     return await in_transaction(checkout)
@@ -151,45 +88,45 @@ async def create_order(user_id: PydanticObjectId, settings: AppSettings) -> Orde
 # -- reading, with the payment deadline enforced ----------------------------------------------
 
 
-async def order_of_user(
+class Settled(NamedTuple):
+    order: Order
+    moved: bool  # whether this call paid or cancelled it
+
+
+async def read_and_settle(
     order_id: PydanticObjectId, user_id: PydanticObjectId, providers: Providers
 ) -> Order:
+    """The user's order as it stands once settled (see ``settle``): reading an order may
+    pay it (a crashed payment's charge went through) or cancel it (its deadline passed)."""
     order = await Order.find_one({"_id": order_id, "user_id": user_id})
     if order is None:
         raise OrderNotFound()
-    return await expire_if_overdue(order, providers, utcnow())
+    return (await settle(order, providers, utcnow())).order
 
 
-async def expire_if_overdue(order: Order, providers: Providers, now: datetime) -> Order:
-    """The order as it stands once its payment deadline is enforced (see ``settle_overdue``)."""
-    settled, _ = await settle_overdue(order, providers, now)
-    return settled
-
-
-async def settle_overdue(order: Order, providers: Providers, now: datetime) -> tuple[Order, bool]:
+async def settle(order: Order, providers: Providers, now: datetime) -> Settled:
     """Bring an unpaid order up to date: finish a crashed payment, enforce the deadline.
 
     A payment attempt whose hold ran out belongs to a process that stopped: its charge may
     have gone through, so the provider is asked first, and a successful charge pays the
     order. Then, since MongoDB's TTL monitor is not prompt, the deadline is checked here, on
     every read: an order past it is cancelled and its stock released, exactly once.
-    Returns the order and whether this call moved it.
     """
     attempt = order.payment_in_progress
     if attempt is not None and not order.payment_is_running(now):
         charge = await providers[attempt.provider].retrieve(attempt.charge_key(order.id))
         if charge is not None and charge.status is ChargeStatus.succeeded:
             settled = await _settle_success(order, attempt, charge, providers, now)
-            return settled, settled is order  # or another reader settled it first
+            return Settled(settled, settled is order)  # or another reader settled it first
     if not order.is_overdue(now):
-        return order, False
+        return Settled(order, False)
 
     if (cancelled := await _cancel(order, CancelReason.payment_timeout, now)) is not None:
         log.info("order %s cancelled: payment timeout", order.id)
-        return cancelled, True
+        return Settled(cancelled, True)
     fresh = await Order.get(order.id)
     assert fresh is not None
-    return fresh, False
+    return Settled(fresh, False)
 
 
 async def cancel_order(
@@ -197,7 +134,7 @@ async def cancel_order(
 ) -> Order:
     """The customer cancels an unpaid order: its stock and discounts are released at once."""
     for _ in range(3):
-        order = await order_of_user(order_id, user_id, providers)
+        order = await read_and_settle(order_id, user_id, providers)
         if (cancelled := await _cancel(order, CancelReason.customer_request, utcnow())) is not None:
             return cancelled
         # It moved since it was read (a payment began, say): read it again, and the
@@ -218,7 +155,7 @@ async def _cancel(order: Order, reason: CancelReason, now: datetime) -> Order | 
             return None
         await Product.restock(cancelled.reserved_stock, session)
         await Discount.give_back(cancelled.redeemed_discounts, cancelled.user_id, session)
-        await PendingOrder.get_pymongo_collection().delete_one({"_id": order.id}, session=session)
+        await PendingOrder.close(order.id, session)
         return cancelled
 
     return await in_transaction(cancel)
@@ -250,7 +187,7 @@ async def pay_order(
         order_id, user_id, provider_name, method, utcnow(), PAYMENT_HOLD, request_key
     )
     if order is None:
-        order = await order_of_user(order_id, user_id, providers)
+        order = await read_and_settle(order_id, user_id, providers)
         if order.paid_by(request_key):
             return order
         order.start_payment(provider_name, method, utcnow(), PAYMENT_HOLD, request_key)
@@ -273,7 +210,7 @@ async def _raise_why_it_moved(
     order_id: PydanticObjectId, user_id: PydanticObjectId, providers: Providers
 ) -> None:
     """Another request moved the order since it was read (paid it, say): refuse with that."""
-    fresh = await order_of_user(order_id, user_id, providers)
+    fresh = await read_and_settle(order_id, user_id, providers)
     fresh.check_payable(utcnow())
 
 
@@ -301,32 +238,11 @@ async def _settle_success(
             key=f"{charge.key}-void", payment_id=charge.payment_id, amount=charge.amount
         )
         raise OrderExpired("The payment came too late and was refunded")
-    await PendingOrder.get_pymongo_collection().delete_one({"_id": order.id})
+    await PendingOrder.close(order.id)
     return order
 
 
 # -- history ----------------------------------------------------------------------------------
-
-
-def encode_cursor(order: Order) -> str:
-    millis = int(order.created_at.timestamp() * 1000)
-    return base64.urlsafe_b64encode(f"{millis}:{order.id}".encode()).decode()
-
-
-def decode_cursor(cursor: str) -> tuple[datetime, PydanticObjectId]:
-    """The position an ``encode_cursor`` cursor names; InvalidCursor for anything else."""
-    try:
-        text = base64.urlsafe_b64decode(cursor.encode()).decode("ascii")
-    except (ValueError, UnicodeError):
-        raise InvalidCursor() from None
-    millis, _, order_id = text.partition(":")
-    if not (millis.isdigit() and int(millis) <= _LATEST_MILLIS and ObjectId.is_valid(order_id)):
-        raise InvalidCursor()
-    return datetime.fromtimestamp(int(millis) / 1000, tz=UTC), PydanticObjectId(order_id)
-
-
-# The last millisecond a datetime can hold (9999-12-31T23:59:59.999Z).
-_LATEST_MILLIS = 253_402_300_799_999
 
 
 async def order_history(
@@ -336,22 +252,21 @@ async def order_history(
     limit: int,
     cursor: str | None,
     status: OrderStatus | None,
-) -> tuple[list[Order], str | None]:
+) -> Slice[Order]:
     """The user's orders, newest first, a page at a time (served by the user/created index)."""
     query: dict[str, object] = {"user_id": user_id}
     if status is not None:
         query["status"] = status.value
     if cursor is not None:
-        created_at, order_id = decode_cursor(cursor)
+        created_at, order_id = decode_cursor(cursor, datetime, PydanticObjectId)
         query["$or"] = [
             {"created_at": {"$lt": created_at}},
             {"created_at": created_at, "_id": {"$lt": order_id}},
         ]
     found = await Order.find(query).sort("-created_at", "-_id").limit(limit + 1).to_list()
-    page, more = found[:limit], len(found) > limit
+    page = Slice.of(found, limit, lambda last: (last.created_at, PydanticObjectId(last.id)))
     now = utcnow()
-    page = [await expire_if_overdue(order, providers, now) for order in page]
-    return page, encode_cursor(page[-1]) if more else None
+    return page._replace(items=[(await settle(o, providers, now)).order for o in page.items])
 
 
 # -- the sweeper ------------------------------------------------------------------------------
@@ -371,6 +286,5 @@ async def sweep_overdue(providers: Providers, batch: int = 100) -> int:
     )
     settled = 0
     for order in due:
-        _, moved = await settle_overdue(order, providers, now)
-        settled += moved
+        settled += (await settle(order, providers, now)).moved
     return settled

@@ -1,7 +1,8 @@
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
-from typing import ClassVar
+from typing import ClassVar, Protocol
 
 from beanie import DecimalAnnotation, PydanticObjectId
 from pydantic import BaseModel, Field
@@ -10,6 +11,8 @@ from pymongo import ASCENDING, IndexModel
 from shop.clock import utcnow
 from shop.documents import VersionedDocument
 from shop.errors import Conflict, NotFound
+from shop.money import ZERO
+from shop.orders.models import Order, ReturnUnits
 
 
 class ReturnStatus(StrEnum):
@@ -34,6 +37,12 @@ class ReturnNotFound(NotFound):
 
 class IllegalReturnTransition(Conflict):
     code, title = "illegal_return_transition", "The return cannot make this move"
+
+
+class ItemToReturn(Protocol):
+    product_id: PydanticObjectId
+    quantity: int
+    reason: ReturnReason
 
 
 class ReturnItem(BaseModel):
@@ -80,9 +89,40 @@ class ReturnRequest(VersionedDocument):
         """The provider's idempotency key: one refund at most per return."""
         return f"return-{self.id}"
 
+    @classmethod
+    def open(
+        cls,
+        order: Order,
+        items: Iterable[ItemToReturn],
+        amounts: Mapping[PydanticObjectId, Decimal],
+        note: str | None,
+        now: datetime,
+    ) -> "ReturnRequest":
+        """A new return of ``order``'s units, each refunded its amount from ``amounts``."""
+        assert order.id is not None
+        returned = [
+            ReturnItem(
+                product_id=item.product_id,
+                quantity=item.quantity,
+                reason=item.reason,
+                refund_amount=amounts[item.product_id],
+            )
+            for item in items
+        ]
+        return cls(
+            order_id=order.id,
+            user_id=order.user_id,
+            items=returned,
+            note=note,
+            refund_amount=sum(amounts.values(), ZERO),
+            created_at=now,
+            updated_at=now,
+            status_history=[ReturnStatusChange(status=ReturnStatus.requested, at=now)],
+        )
+
     @property
-    def amounts(self) -> dict[PydanticObjectId, tuple[int, Decimal]]:
-        return {i.product_id: (i.quantity, Decimal(i.refund_amount)) for i in self.items}
+    def units(self) -> dict[PydanticObjectId, ReturnUnits]:
+        return {i.product_id: ReturnUnits(i.quantity, Decimal(i.refund_amount)) for i in self.items}
 
     def _move(self, status: ReturnStatus, now: datetime, reason: str | None = None) -> None:
         allowed = {
@@ -94,6 +134,12 @@ class ReturnRequest(VersionedDocument):
         self.status = status
         self.updated_at = now
         self.status_history.append(ReturnStatusChange(status=status, at=now, reason=reason))
+
+    def check_approvable(self) -> None:
+        """Approving a requested return moves it on; approving an approved one retries its
+        refund. Anything else is settled already."""
+        if self.status not in (ReturnStatus.requested, ReturnStatus.approved):
+            raise IllegalReturnTransition(f"The return is already {self.status}")
 
     def approve(self, now: datetime) -> None:
         self._move(ReturnStatus.approved, now)

@@ -1,13 +1,12 @@
 from datetime import timedelta
-from typing import Annotated
 
 from beanie import PydanticObjectId
-from fastapi import APIRouter, Query, status
+from fastapi import APIRouter, status
 from fastapi.responses import JSONResponse
 
 from shop.deps import AdminUser, CurrentUser, PaymentProviders, Settings
-from shop.documents import page_by_id
-from shop.errors import Forbidden, responses
+from shop.docs import responses
+from shop.errors import Forbidden
 from shop.idempotency import (
     IdempotencyKey,
     IdempotencyKeyInUse,
@@ -22,7 +21,8 @@ from shop.orders.models import (
     ReturnQuantityExceeded,
     ReturnWindowClosed,
 )
-from shop.orders.service import order_of_user
+from shop.orders.service import read_and_settle
+from shop.pagination import Cursor, InvalidCursor, Limit, Page, page_by_id
 from shop.returns import service
 from shop.returns.models import (
     IllegalReturnTransition,
@@ -34,7 +34,6 @@ from shop.returns.schemas import (
     RejectReturn,
     ReturnCreate,
     ReturnOut,
-    ReturnPage,
     ReturnStatusOut,
 )
 
@@ -94,7 +93,7 @@ async def request_return(
 async def return_status(
     order_id: PydanticObjectId, user: CurrentUser, providers: PaymentProviders
 ) -> ReturnStatusOut:
-    order = await order_of_user(order_id, user.id, providers)
+    order = await read_and_settle(order_id, user.id, providers)
     assert order.id is not None
     return ReturnStatusOut(
         order_id=order.id,
@@ -104,17 +103,16 @@ async def return_status(
     )
 
 
-@admin_router.get("/", responses=responses(Forbidden))
+@admin_router.get("/", responses=responses(InvalidCursor, Forbidden))
 async def list_returns(
     _: AdminUser,
     status: ReturnStatus | None = None,
-    limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    cursor: PydanticObjectId | None = None,
-) -> ReturnPage:
+    limit: Limit = 20,
+    cursor: Cursor = None,
+) -> Page[ReturnOut]:
     """Returns, oldest first: ``status=requested`` is the queue waiting for a decision."""
     query = {} if status is None else {"status": status.value}
-    page, next_cursor = await page_by_id(ReturnRequest, query, limit, cursor)
-    return ReturnPage(items=[return_out(r) for r in page], next_cursor=next_cursor)
+    return (await page_by_id(ReturnRequest, query, limit, cursor)).shaped(return_out)
 
 
 @admin_router.post(
@@ -126,8 +124,6 @@ async def approve_return(
 ) -> ReturnOut:
     """Approve and refund; on an approved return whose refund failed, try the refund again."""
     request = await service.get_return(return_id)
-    if request.status not in (ReturnStatus.requested, ReturnStatus.approved):
-        raise IllegalReturnTransition(f"The return is already {request.status}")
     return return_out(await service.approve_return(request, providers))
 
 

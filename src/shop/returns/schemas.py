@@ -67,8 +67,3 @@ class ReturnStatusOut(BaseModel):
     order_status: OrderStatus
     refunded_total: Money
     returns: list[ReturnOut]
-
-
-class ReturnPage(BaseModel):
-    items: list[ReturnOut]
-    next_cursor: str | None

@@ -23,15 +23,13 @@ from shop.config import AppSettings
 from shop.db import in_transaction
 from shop.errors import ConcurrentUpdate
 from shop.orders.models import Order, OrderNotFound
-from shop.orders.service import Providers, order_of_user
+from shop.orders.service import Providers, read_and_settle
 from shop.payments.provider import RefundFailed
 from shop.returns.models import (
     RefundRecord,
-    ReturnItem,
     ReturnNotFound,
     ReturnRequest,
     ReturnStatus,
-    ReturnStatusChange,
 )
 from shop.returns.schemas import ReturnCreate
 
@@ -48,36 +46,19 @@ async def request_return(
     settings: AppSettings,
     providers: Providers,
 ) -> ReturnRequest:
-    await order_of_user(order_id, user_id, providers)  # 404 for others' orders; deadline
+    await read_and_settle(order_id, user_id, providers)  # 404 for others' orders
     now = utcnow()
-    window = timedelta(days=settings.return_window_days)
+    return_period = timedelta(days=settings.return_window_days)
     quantities = {item.product_id: item.quantity for item in body.items}
 
     async def claim(session: AsyncClientSession) -> ReturnRequest:
         order = await Order.find_one({"_id": order_id, "user_id": user_id}, session=session)
         if order is None:
             raise OrderNotFound()
-        amounts = order.claim_return(quantities, now, window)
+        amounts = order.claim_return(quantities, now, return_period)
         if not await order.save_if_unchanged(session):
             raise ConcurrentUpdate()
-        request = ReturnRequest(
-            order_id=order_id,
-            user_id=user_id,
-            items=[
-                ReturnItem(
-                    product_id=item.product_id,
-                    quantity=item.quantity,
-                    reason=item.reason,
-                    refund_amount=amounts[item.product_id],
-                )
-                for item in body.items
-            ],
-            note=body.note,
-            refund_amount=sum(amounts.values()),
-            created_at=now,
-            updated_at=now,
-            status_history=[ReturnStatusChange(status=ReturnStatus.requested, at=now)],
-        )
+        request = ReturnRequest.open(order, body.items, amounts, body.note, now)
         await request.insert(session=session)
         return request
 
@@ -89,6 +70,7 @@ async def request_return(
 
 async def approve_return(request: ReturnRequest, providers: Providers) -> ReturnRequest:
     """Approve (if still requested) and refund. Safe to call again on an approved return."""
+    request.check_approvable()
     if request.status is ReturnStatus.requested:
         request.approve(utcnow())
         if not await request.save_if_unchanged():
@@ -126,7 +108,7 @@ async def complete_refund(request: ReturnRequest, providers: Providers) -> Retur
         paid_order = await Order.get(current.order_id, session=session)
         assert paid_order is not None
         current.mark_refunded(record)
-        paid_order.record_refund(current.amounts, record.refunded_at)
+        paid_order.record_refund(current.units, record.refunded_at)
         if not (
             await current.save_if_unchanged(session) and await paid_order.save_if_unchanged(session)
         ):
@@ -146,7 +128,7 @@ async def reject_return(request: ReturnRequest, reason: str | None) -> ReturnReq
         order = await Order.get(current.order_id, session=session)
         assert order is not None
         current.reject(utcnow(), reason)
-        order.release_return(current.amounts)
+        order.release_return(current.units)
         if not (
             await current.save_if_unchanged(session) and await order.save_if_unchanged(session)
         ):
