@@ -101,6 +101,33 @@ async def test_discount_definitions_are_validated(client: AsyncClient, app: Fast
     assert stored.value == Decimal("10.00")
 
 
+async def test_two_changes_valid_alone_never_combine_into_an_invalid_discount(
+    client: AsyncClient, app: FastAPI
+) -> None:
+    """One admin moves the start later while another moves the end earlier: each is valid
+    against what its author read, together they are not. Exactly one lands each time."""
+    admin = await make_user(app, Role.admin)
+    now = utcnow()
+    for _ in range(10):
+        created = await client.post(
+            "/discounts/",
+            json={"name": "D", "scope": "cart", "kind": "percent", "value": "10"},
+            headers=admin.headers,
+        )
+        url = f"/discounts/{created.json()['id']}"
+        starts = {"starts_at": (now + timedelta(days=10)).isoformat()}
+        ends = {"ends_at": (now + timedelta(days=5)).isoformat()}
+        answers = await asyncio.gather(
+            client.patch(url, json=starts, headers=admin.headers),
+            client.patch(url, json=ends, headers=admin.headers),
+        )
+        assert sorted(a.status_code for a in answers)[0] == 200
+        assert {a.status_code for a in answers} <= {200, 409, 422}, [a.text for a in answers]
+        stored = await Discount.get(created.json()["id"])
+        assert stored is not None
+        assert stored.starts_at is None or stored.ends_at is None, "both changes landed"
+
+
 async def test_cart_shows_product_and_cart_discounts(client: AsyncClient, app: FastAPI) -> None:
     account = await make_user(app)
     shirt = await make_product(price="20.00")

@@ -178,8 +178,8 @@ class Discount(Document):
     async def update_fields(cls, discount_id: PydanticObjectId, changes: dict[str, Any]) -> Self:
         """Change some fields, if the definition stays consistent as a whole.
 
-        The update is conditional on the discount being as it was read (its ``updated_at``):
-        two changes each consistent alone cannot combine into an inconsistent definition.
+        The update is conditional on the definition being as it was read and checked: two
+        changes each consistent alone cannot combine into an inconsistent definition.
         """
         current = await cls.get(discount_id)
         if current is None:
@@ -195,7 +195,7 @@ class Discount(Document):
             fields = ", ".join(".".join(map(str, e["loc"])) for e in errors)
             raise InvalidDiscount(f"Invalid fields: {fields}", errors=errors) from None
         raw = await cls.get_pymongo_collection().find_one_and_update(
-            {"_id": discount_id, "updated_at": current.updated_at},
+            {"_id": discount_id, **to_bson(definition)},
             {"$set": to_bson(changes) | {"updated_at": utcnow()}},
             return_document=ReturnDocument.AFTER,
         )
