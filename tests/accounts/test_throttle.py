@@ -112,7 +112,7 @@ async def test_hashing_runs_at_most_its_slots_at_once_and_the_rest_are_told_to_w
 async def test_a_login_flood_is_throttled_bounded_in_memory_and_spares_other_requests(
     client: AsyncClient, app: FastAPI, settings: AppSettings
 ) -> None:
-    """60 wrong logins at once: exactly as many as the limit reach a password check, the
+    """60 wrong logins at once: at most as many as the limit reach a password check, the
     rest are 429; the process grows by less than 300 MiB (argon2 takes ~64 MiB per running
     hash); another customer's cart answers within 5 times its idle time or 200 ms, whichever
     is more (the 60 logins' own database commands queue ahead of it; before hashing was
@@ -151,6 +151,8 @@ async def test_a_login_flood_is_throttled_bounded_in_memory_and_spares_other_req
 
     statuses = [a.status_code for a in answers]
     assert statuses.count(429) + statuses.count(401) == 60, statuses
-    assert statuses.count(401) == settings.login_failures_limit  # one address, one limit
+    # One address, one limit: never more reach a password check. Fewer may, when a victim
+    # account's own count (raised by attempts the address's limit then refused) blocks first.
+    assert 0 < statuses.count(401) <= settings.login_failures_limit
     assert peak - baseline < 300 * 2**20, (peak - baseline) / 2**20
     assert busy < max(5 * idle, 0.2), (busy, idle)
