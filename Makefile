@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 
-.PHONY: run test lint perf clean
+.PHONY: run test test-fast lint perf clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "Python 3.11+ is required")'
@@ -18,6 +18,9 @@ run: $(STAMP)  ## serve the API on http://127.0.0.1:8000 with an embedded databa
 
 test: $(STAMP)  ## the whole test suite (embedded database unless SHOP_MONGODB_URL is set)
 	$(BIN)/pytest
+
+test-fast: $(STAMP)  ## everything but the tests marked slow, in under a minute
+	$(BIN)/pytest -m "not slow"
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests perf

@@ -16,6 +16,8 @@ import pytest
 
 SHOP = Path(sys.executable).parent / "shop"
 
+pytestmark = pytest.mark.slow
+
 
 def _free_port() -> int:
     with socket.socket() as s:

@@ -7,6 +7,7 @@ from shop.config import AppSettings
 from shop.embedded import EmbeddedMongo
 
 
+@pytest.mark.slow
 def test_embedded_database_reopens_its_data_intact(tmp_path: Path) -> None:
     with EmbeddedMongo(tmp_path / "db") as first, MongoClient(first.url) as client:
         client.shop.things.insert_one({"_id": "kept", "n": 1})
@@ -27,6 +28,7 @@ def test_development_key_is_made_once_and_kept(tmp_path: Path) -> None:
     assert (tmp_path / "secret_key").read_text() == key
 
 
+@pytest.mark.slow
 def test_a_data_directory_serves_one_database_at_a_time(tmp_path: Path) -> None:
     with EmbeddedMongo(tmp_path / "db"), pytest.raises(RuntimeError, match="already using"):
         EmbeddedMongo(tmp_path / "db").start()

@@ -21,10 +21,13 @@ SHOP = Path(sys.executable).parent / "shop"
 KEY = "durability-signing-key-of-sufficient-length"
 CUSTOMERS = 40
 
-pytestmark = pytest.mark.skipif(
-    "SHOP_MONGODB_URL" in os.environ,
-    reason="kills and restarts an embedded database of its own",
-)
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        "SHOP_MONGODB_URL" in os.environ,
+        reason="kills and restarts an embedded database of its own",
+    ),
+]
 
 
 def serve(database_url: str, data_dir: Path, port: int) -> subprocess.Popen[bytes]:

@@ -23,7 +23,10 @@ from tests.factories import seed_database
 
 SHOP = Path(sys.executable).parent / "shop"
 
-pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="uses /proc and prctl")
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(sys.platform != "linux", reason="uses /proc and prctl"),
+]
 
 
 def start_shop(data_dir: Path, port: int, workers: int = 1) -> subprocess.Popen[str]:

@@ -21,6 +21,8 @@ import pytest
 BIN = Path(sys.executable).parent
 ADMIN = ("fuzz-admin@example.com", "fuzz-admin-password")
 
+pytestmark = pytest.mark.slow
+
 
 def _free_port() -> int:
     with socket.socket() as s:

@@ -23,9 +23,13 @@ SELECTION_TIMEOUT, TIMEOUT = 1.0, 3.0
 # An answer during the outage comes within the driver's bounds, with a second to spare.
 BOUND = SELECTION_TIMEOUT + TIMEOUT + 1.0
 
-pytestmark = pytest.mark.skipif(
-    "SHOP_MONGODB_URL" in os.environ, reason="kills and restarts an embedded database of its own"
-)
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        "SHOP_MONGODB_URL" in os.environ,
+        reason="kills and restarts an embedded database of its own",
+    ),
+]
 
 
 async def answers(
