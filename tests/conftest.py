@@ -12,9 +12,12 @@ from httpx import ASGITransport, AsyncClient
 from pydantic import SecretStr
 from pymongo import monitoring
 
+from shop.accounts.models import Role
+from shop.clock import ShiftedClock, use_clock
 from shop.config import AppSettings
 from shop.embedded import EmbeddedMongo
 from shop.main import DOCUMENTS, create_app
+from tests.factories import Account, PausingProvider, make_user
 
 
 @pytest.fixture(scope="session")
@@ -92,3 +95,32 @@ async def _empty_database(app: FastAPI) -> None:
 async def client(app: FastAPI) -> AsyncIterator[AsyncClient]:
     async with AsyncClient(transport=ASGITransport(app=app), base_url="http://shop.test") as http:
         yield http
+
+
+@pytest.fixture
+def clock() -> Iterator[ShiftedClock]:
+    """The service's clock, for this test: ``clock.advance(seconds)`` moves time on."""
+    shifted = ShiftedClock()
+    previous = use_clock(shifted)
+    yield shifted
+    use_clock(previous)
+
+
+@pytest.fixture
+async def customer(app: FastAPI) -> Account:
+    return await make_user(app)
+
+
+@pytest.fixture
+async def admin(app: FastAPI) -> Account:
+    return await make_user(app, Role.admin)
+
+
+@pytest.fixture
+def paused_provider(app: FastAPI) -> Iterator[PausingProvider]:
+    """The simulated provider, holding every charge until the test lets it go."""
+    providers = app.state.payment_providers
+    paused = PausingProvider()
+    app.state.payment_providers = {**providers, "mock": paused}
+    yield paused
+    app.state.payment_providers = providers

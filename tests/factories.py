@@ -1,5 +1,7 @@
-"""Builders for test data. Users get a token without going through argon2 each time."""
+"""Builders and test doubles shared by the tests. Users get a token without going through
+argon2 each time."""
 
+import asyncio
 import uuid
 from dataclasses import dataclass
 from decimal import Decimal
@@ -18,7 +20,8 @@ from shop.accounts.models import Role, User
 from shop.accounts.security import Principal, create_access_token
 from shop.catalog.models import Product
 from shop.discounts.models import Discount
-from shop.payments.mock import ProviderCharge, ProviderRefund
+from shop.payments.mock import MockProvider, ProviderCharge, ProviderRefund
+from shop.payments.provider import Charge
 
 PASSWORD = "correct horse battery"
 _serial = count(1)
@@ -208,3 +211,21 @@ def seed_database(
         create_access_token(Principal(PydanticObjectId(u), Role.customer), key, 30) for u in users
     ]
     return product, tokens
+
+
+class PausingProvider(MockProvider):
+    """The simulated provider, holding each charge until ``release()``: the test decides what
+    happens while a charge is running."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.charging = asyncio.Event()
+        self._release = asyncio.Event()
+
+    def release(self) -> None:
+        self._release.set()
+
+    async def charge(self, *, key: str, amount: Decimal, currency: str, method: str) -> Charge:
+        self.charging.set()
+        await self._release.wait()
+        return await super().charge(key=key, amount=amount, currency=currency, method=method)

@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from httpx import ASGITransport, AsyncClient
 
 from shop.cart.models import Cart
+from shop.clock import ShiftedClock
 from shop.orders.models import Order, OrderStatus, PendingOrder
 from shop.payments.mock import ProviderCharge, ProviderRefund
 from shop.returns.models import ReturnRequest, ReturnStatus
@@ -25,7 +26,6 @@ from tests.factories import (
     request_return,
     stock_of,
 )
-from tests.returns.test_returns import age_returns
 
 
 @pytest.fixture
@@ -92,7 +92,7 @@ async def test_checkout_retries_a_transient_error_and_reserves_once(
     ],
 )
 async def test_a_failure_after_approval_is_completed_later_without_refunding_twice(
-    client: AsyncClient, app: FastAPI, updates_before_failure: int
+    client: AsyncClient, app: FastAPI, updates_before_failure: int, clock: ShiftedClock
 ) -> None:
     account = await make_user(app)
     product = await make_product(price="6.00", stock=5)
@@ -117,7 +117,7 @@ async def test_a_failure_after_approval_is_completed_later_without_refunding_twi
     assert paid is not None
     assert (paid.status, paid.refunded_total) == (OrderStatus.paid, 0)
 
-    await age_returns(REFUND_RETRY_AFTER)
+    clock.advance(REFUND_RETRY_AFTER.total_seconds())
     assert await retry_refunds(app.state.payment_providers) == 1
     returned = await Order.get(order["id"])
     assert returned is not None

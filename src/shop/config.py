@@ -26,6 +26,9 @@ class AppSettings(BaseSettings):
     demo_data: bool = False
     currency: str = Field(default="EUR", pattern=r"^[A-Z]{3}$")
     payment_timeout_seconds: float = Field(default=1800, gt=0)
+    # How long a payment attempt holds its order. An attempt whose process died is settled
+    # with the provider after this, by whoever next reads the order or by the sweeper.
+    payment_hold_seconds: float = Field(default=30, gt=0)
     sweep_interval_seconds: float = Field(default=30, gt=0)
     idempotency_key_hours: int = Field(default=24, ge=24)
     return_window_days: int = Field(default=14, ge=0)

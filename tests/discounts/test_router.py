@@ -7,7 +7,7 @@ from httpx import AsyncClient
 
 from shop.accounts.models import Role
 from shop.cart.models import Cart
-from shop.clock import utcnow
+from shop.clock import ShiftedClock, utcnow
 from shop.config import AppSettings
 from shop.discounts.models import Discount, DiscountKind, DiscountScope, DiscountUsage
 from shop.orders.models import Order
@@ -342,7 +342,7 @@ async def test_changing_a_discount_after_checkout_leaves_the_order_alone(
 
 
 async def test_a_cancelled_order_gives_its_code_back(
-    client: AsyncClient, app: FastAPI, settings: AppSettings
+    client: AsyncClient, app: FastAPI, settings: AppSettings, clock: ShiftedClock
 ) -> None:
     settings.payment_timeout_seconds = 1
     account = await make_user(app)
@@ -353,7 +353,7 @@ async def test_a_cancelled_order_gives_its_code_back(
     await apply_code(client, account, "ONCE")
     order = (await client.post("/order/create/", headers=account.headers)).json()
     assert await times_used(code) == 1
-    await asyncio.sleep(1.1)
+    clock.advance(1.1)
     read = await client.get(f"/order/{order['id']}/", headers=account.headers)
     assert read.json()["status"] == "cancelled"
     assert await times_used(code) == 0

@@ -6,6 +6,8 @@ from httpx import AsyncClient
 from shop.discounts.models import Discount, DiscountKind, DiscountScope
 from shop.orders.models import Order, OrderStatus, PendingOrder
 from tests.factories import (
+    Account,
+    PausingProvider,
     add_to_cart,
     apply_code,
     assert_problem,
@@ -64,8 +66,46 @@ async def test_paid_and_foreign_orders_cannot_be_cancelled(
     assert await stock_of(product) == 3
 
 
-async def test_cancel_racing_payment_ends_one_way(client: AsyncClient, app: FastAPI) -> None:
-    """Either the order is paid (and kept) or cancelled (and not charged), never both."""
+async def test_a_cancel_during_a_running_payment_is_refused_and_the_order_paid(
+    client: AsyncClient, customer: Account, paused_provider: PausingProvider
+) -> None:
+    product = await make_product(stock=5)
+    order = await place_order(client, customer, (product, 1))
+    paying = asyncio.create_task(pay(client, customer, order["id"]))
+    await paused_provider.charging.wait()
+
+    cancel = await client.post(f"/order/{order['id']}/cancel/", headers=customer.headers)
+    assert_problem(cancel, 409, "payment_in_progress")
+    paused_provider.release()
+    assert (await paying).status_code == 200
+    stored = await Order.get(order["id"])
+    assert stored is not None
+    assert stored.status is OrderStatus.paid
+    assert [c.status for c in await charges_for(order["id"])] == ["succeeded"]
+    assert await stock_of(product) == 4
+
+
+async def test_a_payment_after_a_cancel_is_refused_without_a_charge(
+    client: AsyncClient, customer: Account
+) -> None:
+    product = await make_product(stock=5)
+    order = await place_order(client, customer, (product, 1))
+    cancel = await client.post(f"/order/{order['id']}/cancel/", headers=customer.headers)
+    assert cancel.status_code == 200
+
+    assert_problem(await pay(client, customer, order["id"]), 409, "order_expired")
+    stored = await Order.get(order["id"])
+    assert stored is not None
+    assert stored.status is OrderStatus.cancelled
+    assert await charges_for(order["id"]) == []
+    assert await stock_of(product) == 5
+
+
+async def test_cancels_racing_payments_never_both_charge_and_release(
+    client: AsyncClient, app: FastAPI
+) -> None:
+    """Under real concurrency, whichever wins: a paid order has one charge and keeps its
+    stock; a cancelled one has none and gave its stock back."""
     for _ in range(5):
         account = await make_user(app)
         product = await make_product(stock=5)
@@ -76,14 +116,9 @@ async def test_cancel_racing_payment_ends_one_way(client: AsyncClient, app: Fast
         )
         stored = await Order.get(order["id"])
         assert stored is not None
+        was_paid = stored.status is OrderStatus.paid
+        assert was_paid or stored.status is OrderStatus.cancelled
         charges = [c for c in await charges_for(order["id"]) if c.status == "succeeded"]
-        if stored.status is OrderStatus.paid:
-            assert (paid.status_code, cancelled.status_code) == (200, 409)
-            assert len(charges) == 1
-            assert await stock_of(product) == 4
-        else:
-            assert stored.status is OrderStatus.cancelled
-            assert cancelled.status_code == 200
-            assert paid.status_code == 409
-            assert charges == []
-            assert await stock_of(product) == 5
+        assert len(charges) == int(was_paid)
+        assert await stock_of(product) == 5 - int(was_paid)
+        assert (paid.status_code, cancelled.status_code) == ((200, 409) if was_paid else (409, 200))

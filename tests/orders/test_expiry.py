@@ -1,20 +1,18 @@
 import asyncio
-from collections.abc import Iterator
 from datetime import timedelta
-from decimal import Decimal
 
 import pytest
 from fastapi import FastAPI
 from httpx import AsyncClient
 
 from shop.background import run_sweeper
-from shop.clock import utcnow
+from shop.clock import ShiftedClock, utcnow
 from shop.config import AppSettings
 from shop.orders.models import Order, OrderStatus, PaymentAttempt, PendingOrder
 from shop.orders.service import sweep_overdue
-from shop.payments.mock import MockProvider, ProviderRefund
-from shop.payments.provider import Charge
+from shop.payments.mock import ProviderRefund
 from tests.factories import (
+    PausingProvider,
     assert_problem,
     charges_for,
     make_product,
@@ -31,35 +29,14 @@ def short_timeout(settings: AppSettings) -> AppSettings:
     return settings
 
 
-class SlowProvider(MockProvider):
-    """Takes its time to charge, as a real provider sometimes does."""
-
-    def __init__(self, delay: float) -> None:
-        super().__init__()
-        self.delay = delay
-
-    async def charge(self, *, key: str, amount: Decimal, currency: str, method: str) -> Charge:
-        await asyncio.sleep(self.delay)
-        return await super().charge(key=key, amount=amount, currency=currency, method=method)
-
-
-@pytest.fixture
-def slow_provider(app: FastAPI) -> Iterator[SlowProvider]:
-    providers = app.state.payment_providers
-    slow = SlowProvider(delay=2.5)
-    app.state.payment_providers = {**providers, "mock": slow}
-    yield slow
-    app.state.payment_providers = providers
-
-
 async def test_an_unpaid_order_is_cancelled_on_read_after_its_deadline(
-    client: AsyncClient, app: FastAPI, short_timeout: AppSettings
+    client: AsyncClient, app: FastAPI, short_timeout: AppSettings, clock: ShiftedClock
 ) -> None:
     account = await make_user(app)
     product = await make_product(stock=5)
     order = await place_order(client, account, (product, 2))
     assert await stock_of(product) == 3
-    await asyncio.sleep(2.1)
+    clock.advance(2.1)
 
     # The TTL monitor has not run yet, but the window is shut all the same.
     assert await PendingOrder.get(order["id"]) is not None
@@ -78,12 +55,12 @@ async def test_an_unpaid_order_is_cancelled_on_read_after_its_deadline(
 
 
 async def test_an_overdue_order_cannot_be_paid_while_its_window_document_remains(
-    client: AsyncClient, app: FastAPI, short_timeout: AppSettings
+    client: AsyncClient, app: FastAPI, short_timeout: AppSettings, clock: ShiftedClock
 ) -> None:
     account = await make_user(app)
     product = await make_product(stock=5)
     order = await place_order(client, account, (product, 1))
-    await asyncio.sleep(2.1)
+    clock.advance(2.1)
     assert await PendingOrder.get(order["id"]) is not None
     assert_problem(await pay(client, account, order["id"]), 409, "order_expired")
     assert await charges_for(order["id"]) == []
@@ -92,7 +69,7 @@ async def test_an_overdue_order_cannot_be_paid_while_its_window_document_remains
 
 
 async def test_the_sweeper_cancels_orders_nobody_reads(
-    client: AsyncClient, app: FastAPI, short_timeout: AppSettings
+    client: AsyncClient, app: FastAPI, short_timeout: AppSettings, clock: ShiftedClock
 ) -> None:
     account = await make_user(app)
     product = await make_product(stock=10)
@@ -100,7 +77,7 @@ async def test_the_sweeper_cancels_orders_nobody_reads(
     short_timeout.payment_timeout_seconds = 3600
     fresh = await place_order(client, account, (product, 1))
     assert await stock_of(product) == 3
-    await asyncio.sleep(2.1)
+    clock.advance(2.1)
 
     # Several service processes may sweep at once; stock still comes back once per order.
     providers = app.state.payment_providers
@@ -114,24 +91,25 @@ async def test_the_sweeper_cancels_orders_nobody_reads(
     }
 
 
-async def test_a_payment_racing_the_deadline_ends_paid_and_never_cancelled(
-    client: AsyncClient, app: FastAPI, short_timeout: AppSettings, slow_provider: SlowProvider
+async def test_a_payment_running_when_the_deadline_passes_ends_paid_and_never_cancelled(
+    client: AsyncClient,
+    app: FastAPI,
+    short_timeout: AppSettings,
+    paused_provider: PausingProvider,
+    clock: ShiftedClock,
 ) -> None:
     account = await make_user(app)
     product = await make_product(stock=5)
     order = await place_order(client, account, (product, 1))
-    await asyncio.sleep(1)
+    paying = asyncio.create_task(pay(client, account, order["id"]))
+    await paused_provider.charging.wait()
+    clock.advance(2.1)  # the deadline passes while the charge is running
 
-    async def read_after_deadline() -> str:
-        await asyncio.sleep(1.5)  # the deadline passes while the charge is running
-        read = await client.get(f"/order/{order['id']}/", headers=account.headers)
-        status: str = read.json()["status"]
-        return status
-
-    paid, status_meanwhile = await asyncio.gather(
-        pay(client, account, order["id"]), read_after_deadline()
-    )
-    assert status_meanwhile == "pending_payment"
+    read = await client.get(f"/order/{order['id']}/", headers=account.headers)
+    assert read.json()["status"] == "pending_payment"  # the attempt holds it
+    assert await sweep_overdue(app.state.payment_providers) == 0
+    paused_provider.release()
+    paid = await paying
     assert paid.status_code == 200, paid.text
     assert paid.json()["status"] == "paid"
     assert await sweep_overdue(app.state.payment_providers) == 0
@@ -154,7 +132,7 @@ async def start_payment_then_crash(order_id: str) -> tuple[Order, PaymentAttempt
 
 
 async def test_a_crashed_payment_that_charged_is_completed_not_cancelled(
-    client: AsyncClient, app: FastAPI, short_timeout: AppSettings
+    client: AsyncClient, app: FastAPI, short_timeout: AppSettings, clock: ShiftedClock
 ) -> None:
     """The process died after the provider charged: the next reader finds the charge."""
     account = await make_user(app)
@@ -165,7 +143,7 @@ async def test_a_crashed_payment_that_charged_is_completed_not_cancelled(
     await provider.charge(
         key=attempt.charge_key(order.id), amount=order.total, currency="EUR", method="pm_card_visa"
     )
-    await asyncio.sleep(2.1)  # past the deadline and past the attempt's hold
+    clock.advance(2.1)  # past the deadline and past the attempt's hold
 
     read = await client.get(f"/order/{placed['id']}/", headers=account.headers)
     assert read.json()["status"] == "paid"
@@ -174,13 +152,13 @@ async def test_a_crashed_payment_that_charged_is_completed_not_cancelled(
 
 
 async def test_a_crashed_payment_that_did_not_charge_is_cancelled(
-    client: AsyncClient, app: FastAPI, short_timeout: AppSettings
+    client: AsyncClient, app: FastAPI, short_timeout: AppSettings, clock: ShiftedClock
 ) -> None:
     account = await make_user(app)
     product = await make_product(stock=5)
     placed = await place_order(client, account, (product, 1))
     await start_payment_then_crash(placed["id"])
-    await asyncio.sleep(2.1)
+    clock.advance(2.1)
 
     assert await sweep_overdue(app.state.payment_providers) == 1
     assert await stock_of(product) == 5
@@ -188,7 +166,7 @@ async def test_a_crashed_payment_that_did_not_charge_is_cancelled(
 
 
 async def test_paying_again_after_a_crash_that_charged_does_not_charge_twice(
-    client: AsyncClient, app: FastAPI
+    client: AsyncClient, app: FastAPI, clock: ShiftedClock
 ) -> None:
     """Inside the payment window: the customer retries with a new key after the crash."""
     account = await make_user(app)
@@ -197,7 +175,7 @@ async def test_paying_again_after_a_crash_that_charged_does_not_charge_twice(
     await app.state.payment_providers["mock"].charge(
         key=attempt.charge_key(order.id), amount=order.total, currency="EUR", method="pm_card_visa"
     )
-    await asyncio.sleep(1.1)  # the crashed attempt's hold runs out
+    clock.advance(1.1)  # the crashed attempt's hold runs out
 
     reads = await asyncio.gather(
         *(client.get(f"/order/{placed['id']}/", headers=account.headers) for _ in range(5))
@@ -209,13 +187,13 @@ async def test_paying_again_after_a_crash_that_charged_does_not_charge_twice(
 
 
 async def test_paying_again_after_a_crash_that_did_not_charge_works(
-    client: AsyncClient, app: FastAPI
+    client: AsyncClient, app: FastAPI, clock: ShiftedClock
 ) -> None:
     account = await make_user(app)
     placed = await place_order(client, account, (await make_product(stock=5), 1))
     await start_payment_then_crash(placed["id"])
     assert_problem(await pay(client, account, placed["id"]), 409, "payment_in_progress")
-    await asyncio.sleep(1.1)
+    clock.advance(1.1)
     paid = await pay(client, account, placed["id"])
     assert paid.json()["status"] == "paid"
     assert [c.key.rsplit("-", 1)[1] for c in await charges_for(placed["id"])] == ["2"]
@@ -224,25 +202,22 @@ async def test_paying_again_after_a_crash_that_did_not_charge_works(
 async def test_a_charge_that_lands_after_the_order_was_cancelled_is_refunded(
     client: AsyncClient,
     app: FastAPI,
-    short_timeout: AppSettings,
-    slow_provider: SlowProvider,
-    monkeypatch: pytest.MonkeyPatch,
+    settings: AppSettings,
+    paused_provider: PausingProvider,
+    clock: ShiftedClock,
 ) -> None:
     """The charge outlives its attempt's hold; meanwhile the deadline passes and the sweeper
     cancels the order. The late charge must not leave the customer paying for nothing."""
-    monkeypatch.setattr("shop.orders.service.PAYMENT_HOLD", timedelta(seconds=1))
-    short_timeout.payment_timeout_seconds = 1
     account = await make_user(app)
     product = await make_product(stock=5)
     order = await place_order(client, account, (product, 1))
+    paying = asyncio.create_task(pay(client, account, order["id"]))
+    await paused_provider.charging.wait()
+    clock.advance(settings.payment_timeout_seconds + settings.payment_hold_seconds)
 
-    async def sweep_after_the_hold() -> int:
-        await asyncio.sleep(1.5)
-        return await sweep_overdue(app.state.payment_providers)
-
-    late, swept = await asyncio.gather(pay(client, account, order["id"]), sweep_after_the_hold())
-    assert swept == 1
-    assert_problem(late, 409, "order_expired")
+    assert await sweep_overdue(app.state.payment_providers) == 1
+    paused_provider.release()
+    assert_problem(await paying, 409, "order_expired")
     stored = await Order.get(order["id"])
     assert stored is not None
     assert stored.status is OrderStatus.cancelled
@@ -254,11 +229,12 @@ async def test_a_charge_that_lands_after_the_order_was_cancelled_is_refunded(
 
 
 async def test_the_background_sweeper_runs_on_its_own(
-    client: AsyncClient, app: FastAPI, short_timeout: AppSettings
+    client: AsyncClient, app: FastAPI, short_timeout: AppSettings, clock: ShiftedClock
 ) -> None:
     account = await make_user(app)
     product = await make_product(stock=5)
     order = await place_order(client, account, (product, 2))
+    clock.advance(2.1)
     sweeper = asyncio.create_task(run_sweeper(app.state.payment_providers, every=0.2))
     try:
         for _ in range(50):

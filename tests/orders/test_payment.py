@@ -13,7 +13,6 @@ from shop.discounts.models import DiscountKind, DiscountScope
 from shop.idempotency import RUNNING_LEASE, IdempotencyRecord, fingerprint
 from shop.orders.models import Order, OrderStatus, PendingOrder
 from shop.orders.schemas import PayRequest
-from shop.orders.service import PAYMENT_HOLD
 from shop.payments.mock import ProviderCharge
 from shop.payments.provider import ChargeStatus
 from tests.factories import (
@@ -25,6 +24,8 @@ from tests.factories import (
     pay,
     place_order,
 )
+
+HOLD = timedelta(seconds=30)
 
 
 async def test_paying_marks_the_order_paid_with_one_charge(
@@ -263,7 +264,7 @@ async def test_a_retry_after_a_crash_gets_the_success_its_charge_achieved(
         expires_at=past + timedelta(days=1),
     ).insert()
     claimed = await Order.claim_for_payment(
-        PydanticObjectId(order["id"]), account.id, "mock", "pm_card_visa", past, PAYMENT_HOLD, "K"
+        PydanticObjectId(order["id"]), account.id, "mock", "pm_card_visa", past, HOLD, "K"
     )
     assert claimed is not None and claimed.payment_in_progress is not None
     await app.state.payment_providers["mock"].charge(

@@ -9,11 +9,12 @@ from fastapi import FastAPI
 from httpx import AsyncClient
 
 from shop.accounts.models import Role
+from shop.clock import ShiftedClock
 from shop.config import AppSettings
 from shop.discounts.models import DiscountKind, DiscountScope
 from shop.orders.models import Order, OrderStatus
 from shop.payments.mock import MockProvider, ProviderRefund
-from shop.returns.models import ReturnRequest, ReturnStatus
+from shop.returns.models import ReturnRequest
 from shop.returns.service import REFUND_RETRY_AFTER, retry_refunds
 from tests.factories import (
     add_to_cart,
@@ -97,7 +98,7 @@ async def test_two_partial_returns_add_up_to_what_was_paid_with_a_cart_discount(
 
 
 async def test_returns_of_unpaid_cancelled_or_returned_orders_are_refused(
-    client: AsyncClient, app: FastAPI, settings: AppSettings
+    client: AsyncClient, app: FastAPI, settings: AppSettings, clock: ShiftedClock
 ) -> None:
     account = await make_user(app)
     product = await make_product(stock=20)
@@ -114,7 +115,7 @@ async def test_returns_of_unpaid_cancelled_or_returned_orders_are_refused(
     )
     settings.payment_timeout_seconds = 1
     doomed = await place_order(client, account, (product, 1))
-    await asyncio.sleep(1.1)
+    clock.advance(1.1)
     assert_problem(
         await request_return(client, account, doomed["id"], (product, 1)), 409, "return_not_allowed"
     )
@@ -270,7 +271,7 @@ async def test_with_manual_approval_an_admin_decides(
 
 
 async def test_a_failed_refund_leaves_the_return_retryable(
-    client: AsyncClient, app: FastAPI, provider: MockProvider
+    client: AsyncClient, app: FastAPI, provider: MockProvider, clock: ShiftedClock
 ) -> None:
     account = await make_user(app)
     product = await make_product(price="4.00", stock=5)
@@ -285,7 +286,7 @@ async def test_a_failed_refund_leaves_the_return_retryable(
     assert stored.status is OrderStatus.paid
 
     provider.refunds_unavailable = False
-    await age_returns(REFUND_RETRY_AFTER)
+    clock.advance(REFUND_RETRY_AFTER.total_seconds())
     providers = app.state.payment_providers
     done = await asyncio.gather(*(retry_refunds(providers) for _ in range(3)))
     assert sum(done) >= 1
@@ -296,14 +297,6 @@ async def test_a_failed_refund_leaves_the_return_retryable(
     assert (status["order_status"], status["refunded_total"]) == ("returned", "8.00")
     assert [r.amount for r in await refunds_for(order)] == [Decimal("8.00")]
     assert await stock_of(product) == 5
-
-
-async def age_returns(by: timedelta) -> None:
-    """Make pending returns look as old as the sweeper waits for."""
-    for request in await ReturnRequest.find({"status": ReturnStatus.approved.value}).to_list():
-        await ReturnRequest.get_pymongo_collection().update_one(
-            {"_id": request.id}, {"$set": {"updated_at": request.updated_at - by}}
-        )
 
 
 async def test_an_order_without_returns_has_an_empty_return_status(

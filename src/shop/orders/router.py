@@ -89,7 +89,13 @@ async def pay_order(
 
     async def pay() -> OrderOut:
         order = await service.pay_order(
-            body.order_id, user.id, body.provider, body.payment_method, providers, idempotency_key
+            body.order_id,
+            user.id,
+            body.provider,
+            body.payment_method,
+            providers,
+            timedelta(seconds=settings.payment_hold_seconds),
+            idempotency_key,
         )
         return order_out(order)
 

@@ -33,10 +33,6 @@ from shop.payments.provider import Charge, ChargeStatus, PaymentProvider
 
 log = logging.getLogger(__name__)
 
-# How long a payment attempt holds its order. A crashed attempt is reconciled with the
-# provider after this, by whoever next reads the order or by the sweeper.
-PAYMENT_HOLD = timedelta(seconds=30)
-
 Providers = Mapping[str, PaymentProvider]
 
 
@@ -170,6 +166,7 @@ async def pay_order(
     provider_name: str,
     method: str,
     providers: Providers,
+    hold: timedelta,
     request_key: str | None = None,
 ) -> Order:
     """Charge the order's total once. Of concurrent attempts one holds the order; the rest 409.
@@ -184,13 +181,13 @@ async def pay_order(
     provider = providers[provider_name]
     provider.check_method(method)
     order = await Order.claim_for_payment(
-        order_id, user_id, provider_name, method, utcnow(), PAYMENT_HOLD, request_key
+        order_id, user_id, provider_name, method, utcnow(), hold, request_key
     )
     if order is None:
         order = await read_and_settle(order_id, user_id, providers)
         if order.paid_by(request_key):
             return order
-        order.start_payment(provider_name, method, utcnow(), PAYMENT_HOLD, request_key)
+        order.start_payment(provider_name, method, utcnow(), hold, request_key)
         if not await order.save_if_unchanged():
             await _raise_why_it_moved(order_id, user_id, providers)
             raise PaymentInProgress()
