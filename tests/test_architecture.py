@@ -20,9 +20,9 @@ LAYERS = [
     {"payments", "idempotency"},
     # Infrastructure: imports no domain.
     {"db", "embedded", "errors", "money", "clock", "config", "documents", "pagination"}
-    | {"middleware", "server", "docs"},
+    | {"middleware", "server", "docs", "observability", "metrics"},
 ]
-COMPOSITION = {"main", "cli", "deps", "background", "demo", "__init__"}
+COMPOSITION = {"main", "cli", "deps", "background", "demo", "ops", "__init__"}
 
 
 def layer_of(part: str) -> int:

@@ -91,15 +91,22 @@ def test_an_outage_answers_503_in_time_and_the_service_heals_by_itself(tmp_path:
         assert up, "shop serve did not answer"
         order = str(ObjectId())
 
+        assert httpx.get(f"{base}/ready", timeout=5).status_code == 200
         database.kill()
         during = asyncio.run(answers(base, token, str(product), order, at_once=True))
         for what, status, took in during:
             assert status == 503, (what, status)
             assert took < BOUND, (what, took)
+        started = time.monotonic()
+        not_ready = httpx.get(f"{base}/ready", timeout=10)
+        assert time.monotonic() - started < 3.5  # its own short bound
+        assert (not_ready.status_code, not_ready.json()["code"]) == (503, "database_unavailable")
+        assert httpx.get(f"{base}/health", timeout=5).status_code == 200  # alive all the same
 
         database = EmbeddedMongo(tmp_path / "db", port=database.port)
         database.start()
         assert wait_for(base, "/products/", 200, 30), "the service did not heal"
+        assert httpx.get(f"{base}/ready", timeout=5).status_code == 200
         after = asyncio.run(answers(base, token, str(product), order, at_once=False))
         assert {what: status for what, status, _ in after} == {
             "catalog": 200,

@@ -4,6 +4,7 @@ idempotent and each document moves once."""
 import asyncio
 import logging
 
+from shop import metrics
 from shop.orders.service import Providers, sweep_overdue
 from shop.returns.service import retry_refunds
 
@@ -11,9 +12,12 @@ log = logging.getLogger(__name__)
 
 
 async def sweep_once(providers: Providers) -> None:
+    metrics.SWEEPS.inc()
     if cancelled := await sweep_overdue(providers):
-        log.info("cancelled %d overdue orders", cancelled)
+        metrics.SWEPT.labels("overdue_orders").inc(cancelled)
+        log.info("settled %d overdue orders", cancelled)
     if refunded := await retry_refunds(providers):
+        metrics.SWEPT.labels("refunds").inc(refunded)
         log.info("completed %d pending refunds", refunded)
 
 

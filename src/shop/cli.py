@@ -3,8 +3,10 @@
 import argparse
 import logging
 import os
+import shutil
 import signal
 import sys
+from pathlib import Path
 
 import uvicorn
 
@@ -17,16 +19,22 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="shop", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="serve the API")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--host", help="default: SHOP_HOST, else 127.0.0.1")
+    serve.add_argument("--port", type=int, help="default: SHOP_PORT, else 8000")
     serve.add_argument("--workers", type=int, default=1)
     serve.add_argument("--demo-data", action="store_true", help="same as SHOP_DEMO_DATA=true")
     args = parser.parse_args(argv)
 
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(name)s: %(message)s")
     if args.demo_data:
         os.environ["SHOP_DEMO_DATA"] = "true"
     settings = AppSettings()
+    _share_metrics(settings.data_dir.resolve() / "metrics")
+    # Imported only now: prometheus-client picks its multiprocess mode when first imported.
+    from shop.observability import configure_logging
+
+    configure_logging(settings.effective_log_format, settings.log_level)
+    args.host = args.host or settings.host
+    args.port = args.port or settings.port
     settings.signing_key()  # a development key is made once, before any worker starts
     if settings.mongodb_url is not None:
         _serve(args)
@@ -51,6 +59,16 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(_GAVE_UP)
 
 
+def _share_metrics(directory: Path) -> None:
+    """Workers write their metrics to files in ``directory`` (emptied here, before any
+    starts), so that /metrics adds up every worker's figures."""
+    if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
+        return  # the operator chose where
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(parents=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
+
+
 _GAVE_UP = "shop: the embedded database stopped and could not be restarted; see the log above"
 
 
@@ -67,6 +85,8 @@ def _serve(args: argparse.Namespace) -> None:
         loop="uvloop",
         http=DeadlineHttpToolsProtocol,  # httptools, with a deadline to send a request
         server_header=False,  # no version for scanners
+        log_config=None,  # the logging configured above, one format for every line
+        access_log=False,  # each request's line is written by shop.observability
     )
 
 

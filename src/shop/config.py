@@ -61,6 +61,19 @@ class AppSettings(BaseSettings):
     cors_origins: list[str] = Field(default_factory=list)
     # How old the cart's view of products and discounts may be; 0 reads them every time.
     catalog_cache_seconds: float = Field(default=2.0, ge=0)
+    # Where `shop serve` listens (its --host/--port options win).
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    # One JSON object per line (for log collectors), or plain text; by default text in
+    # development and JSON in production.
+    log_format: Literal["json", "text"] | None = None
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @property
+    def effective_log_format(self) -> Literal["json", "text"]:
+        if self.log_format is not None:
+            return self.log_format
+        return "json" if self.environment == "production" else "text"
 
     @model_validator(mode="after")
     def _production_needs_a_secret(self) -> "AppSettings":

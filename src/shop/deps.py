@@ -15,6 +15,7 @@ from shop.accounts.throttle import Throttles
 from shop.catalog_cache import CatalogCache
 from shop.config import AppSettings
 from shop.errors import Forbidden, NotAuthenticated
+from shop.observability import identify_user
 from shop.payments.provider import PaymentProvider
 
 _bearer = OAuth2PasswordBearer(tokenUrl="/auth/token", auto_error=False)
@@ -48,7 +49,11 @@ ClientAddress = Annotated[str, Depends(_client_address)]
 async def _optional_user(
     request: Request, token: Annotated[str | None, Depends(_bearer)]
 ) -> Principal | None:
-    return None if token is None else read_access_token(token, request.app.state.signing_key)
+    if token is None:
+        return None
+    principal = read_access_token(token, request.app.state.signing_key)
+    identify_user(principal.id)
+    return principal
 
 
 async def _current_user(

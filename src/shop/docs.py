@@ -26,6 +26,7 @@ class Problem(BaseModel):
     status: int
     detail: str
     code: str
+    request_id: str | None = None
     errors: list[dict[str, Any]] | None = None
 
 

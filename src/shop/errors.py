@@ -12,6 +12,8 @@ from fastapi.responses import JSONResponse
 from pymongo.errors import ConnectionFailure, PyMongoError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from shop.observability import request_id
+
 PROBLEM_JSON = "application/problem+json"
 
 
@@ -107,6 +109,8 @@ def problem_body(status: int, code: str, title: str, detail: str, **extra: Any) 
         "detail": detail,
         "code": code,
     }
+    if (rid := request_id()) is not None:
+        body["request_id"] = rid  # the same id as on the response and in the logs
     body.update(jsonable_encoder(extra))
     return body
 

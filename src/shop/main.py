@@ -29,7 +29,9 @@ from shop.discounts.router import router as discounts_router
 from shop.docs import install_docs, problem_openapi
 from shop.errors import install_error_handlers
 from shop.idempotency import IdempotencyRecord
+from shop.metrics import DatabaseTimer
 from shop.middleware import install_middleware
+from shop.ops import router as ops_router
 from shop.orders.models import Order, PendingOrder
 from shop.orders.router import router as orders_router
 from shop.payments.mock import MockProvider, ProviderCharge, ProviderRefund
@@ -66,10 +68,11 @@ def create_app(settings: AppSettings | None = None) -> FastAPI:
             raise RuntimeError("SHOP_MONGODB_URL is not set: start the service with `shop serve`")
         client = connect(
             settings.mongodb_url,
-            [app.state.catalog.invalidator],
+            [app.state.catalog.invalidator, DatabaseTimer()],
             selection_timeout=settings.db_selection_timeout_seconds,
             timeout=settings.db_timeout_seconds,
         )
+        app.state.mongo = client
         try:
             await init_database(client, settings.db_name, DOCUMENTS)
             if settings.admin_email and settings.admin_password:
@@ -109,6 +112,7 @@ def create_app(settings: AppSettings | None = None) -> FastAPI:
     install_middleware(app, settings.max_body_bytes, settings.cors_origins)
     app.openapi = lambda: problem_openapi(app)  # type: ignore[method-assign]
     for router in (
+        ops_router,
         accounts_router,
         catalog_router,
         cart_router,

@@ -11,6 +11,7 @@ from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shop.errors import problem_response
+from shop.observability import RequestLog
 
 # Answers that must never be stored by a browser or a proxy on the way: tokens, payments,
 # anything answered to an authenticated caller.
@@ -35,6 +36,7 @@ def serve_both_spellings(app: FastAPI) -> None:
             respelled = {**scope, "path": other, "raw_path": other.encode(), "shop.respelled": 1}
             if any(route.matches(respelled)[0] is not Match.NONE for route in router.routes):
                 await router.app(respelled, receive, send)
+                scope["route"] = respelled.get("route")  # for the request's log line
                 return
         await not_found(scope, receive, send)
 
@@ -132,7 +134,8 @@ class LimitBody:
 
 
 def install_middleware(app: FastAPI, max_body_bytes: int, cors_origins: Sequence[str]) -> None:
-    """Outermost last: CORS, then the headers every answer gets, then the guards."""
+    """Outermost last: the request's id and log line, CORS, then the headers every answer
+    gets, then the guards."""
     serve_both_spellings(app)
     app.add_middleware(LimitBody, max_bytes=max_body_bytes)
     app.add_middleware(RejectControlCharacters)
@@ -142,6 +145,7 @@ def install_middleware(app: FastAPI, max_body_bytes: int, cors_origins: Sequence
             CORSMiddleware,
             allow_origins=list(cors_origins),
             allow_methods=["GET", "POST", "PATCH", "DELETE"],
-            allow_headers=["Authorization", "Content-Type", "Idempotency-Key"],
-            expose_headers=["Idempotent-Replayed", "Retry-After"],
+            allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "X-Request-ID"],
+            expose_headers=["Idempotent-Replayed", "Retry-After", "X-Request-ID"],
         )
+    app.add_middleware(RequestLog)

@@ -8,6 +8,7 @@ from typing import NamedTuple
 from beanie import PydanticObjectId
 from pymongo.asynchronous.client_session import AsyncClientSession
 
+from shop import metrics
 from shop.cart.models import Cart, InsufficientStock
 from shop.cart.service import FreshCatalog, quote_cart
 from shop.catalog.models import Product
@@ -78,7 +79,9 @@ async def create_order(user_id: PydanticObjectId, settings: AppSettings) -> Orde
         await PendingOrder.open(order, session)
         return order
 
-    return await in_transaction(checkout)
+    order = await in_transaction(checkout)
+    _order_changed(order, "created")
+    return order
 
 
 # -- reading, with the payment deadline enforced ----------------------------------------------
@@ -118,7 +121,6 @@ async def settle(order: Order, providers: Providers, now: datetime) -> Settled:
         return Settled(order, False)
 
     if (cancelled := await _cancel(order, CancelReason.payment_timeout, now)) is not None:
-        log.info("order %s cancelled: payment timeout", order.id)
         return Settled(cancelled, True)
     fresh = await Order.get(order.id)
     assert fresh is not None
@@ -154,7 +156,10 @@ async def _cancel(order: Order, reason: CancelReason, now: datetime) -> Order | 
         await PendingOrder.close(order.id, session)
         return cancelled
 
-    return await in_transaction(cancel)
+    cancelled = await in_transaction(cancel)
+    if cancelled is not None:
+        _order_changed(cancelled, "cancelled", reason=reason.value)
+    return cancelled
 
 
 # -- payment ----------------------------------------------------------------------------------
@@ -199,6 +204,12 @@ async def pay_order(
     if charge.status is ChargeStatus.failed:
         order.payment_failed(attempt)
         await order.save_if_unchanged()  # if the sweeper moved it meanwhile, its move stands
+        metrics.PAYMENTS_DECLINED.labels(charge.failure_code or "declined").inc()
+        log.info(
+            "payment for order %s declined",
+            order.id,
+            extra={"fields": {"order_id": str(order.id), "code": charge.failure_code}},
+        )
         charge.raise_if_failed()
     return await _settle_success(order, attempt, charge, providers, utcnow())
 
@@ -236,7 +247,27 @@ async def _settle_success(
         )
         raise OrderExpired("The payment came too late and was refunded")
     await PendingOrder.close(order.id)
+    _order_changed(order, "paid")
+    metrics.money_moved("charged", charge.amount, order.currency)
     return order
+
+
+def _order_changed(order: Order, event: str, reason: str = "") -> None:
+    """Each state change of an order: one log line and its counter."""
+    metrics.order_event(event, reason)
+    fields = {
+        "event": f"order.{event}",
+        "order_id": str(order.id),
+        "user_id": str(order.user_id),
+        "status": order.status.value,
+        "total": str(order.total),
+        "currency": order.currency,
+    }
+    if reason:
+        fields["reason"] = reason
+    log.info(
+        "order %s %s%s", order.id, event, f" ({reason})" if reason else "", extra={"fields": fields}
+    )
 
 
 # -- history ----------------------------------------------------------------------------------

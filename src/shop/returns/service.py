@@ -17,6 +17,7 @@ from datetime import timedelta
 from beanie import PydanticObjectId
 from pymongo.asynchronous.client_session import AsyncClientSession
 
+from shop import metrics
 from shop.catalog.models import Product
 from shop.clock import utcnow
 from shop.config import AppSettings
@@ -63,6 +64,7 @@ async def request_return(
         return request
 
     request = await in_transaction(claim)
+    _return_changed(request, "requested")
     if settings.returns_auto_approve:
         return await approve_return(request, providers)
     return request
@@ -73,7 +75,9 @@ async def approve_return(request: ReturnRequest, providers: Providers) -> Return
     request.check_approvable()
     if request.status is ReturnStatus.requested:
         request.approve(utcnow())
-        if not await request.save_if_unchanged():
+        if await request.save_if_unchanged():
+            _return_changed(request, "approved")
+        else:
             request = await _reload(request.id)
     return await complete_refund(request, providers)
 
@@ -100,10 +104,14 @@ async def complete_refund(request: ReturnRequest, providers: Providers) -> Retur
         refunded_at=utcnow(),
     )
 
+    settled_here = False
+
     async def settle(session: AsyncClientSession) -> ReturnRequest:
+        nonlocal settled_here
         current = await ReturnRequest.get(request.id, session=session)
         assert current is not None
-        if current.status is not ReturnStatus.approved:
+        settled_here = current.status is ReturnStatus.approved
+        if not settled_here:
             return current  # settled by a concurrent retry
         paid_order = await Order.get(current.order_id, session=session)
         assert paid_order is not None
@@ -116,7 +124,12 @@ async def complete_refund(request: ReturnRequest, providers: Providers) -> Retur
         await Product.restock({i.product_id: i.quantity for i in current.items}, session)
         return current
 
-    return await in_transaction(settle)
+    settled = await in_transaction(settle)
+    if settled_here:
+        metrics.REFUNDS.inc()
+        metrics.money_moved("refunded", record.amount, order.currency)
+        _return_changed(settled, "refunded")
+    return settled
 
 
 async def reject_return(request: ReturnRequest, reason: str | None) -> ReturnRequest:
@@ -135,7 +148,20 @@ async def reject_return(request: ReturnRequest, reason: str | None) -> ReturnReq
             raise ConcurrentUpdate()
         return current
 
-    return await in_transaction(reject)
+    rejected = await in_transaction(reject)
+    _return_changed(rejected, "rejected")
+    return rejected
+
+
+def _return_changed(request: ReturnRequest, event: str) -> None:
+    fields = {
+        "event": f"return.{event}",
+        "return_id": str(request.id),
+        "order_id": str(request.order_id),
+        "status": request.status.value,
+        "refund_amount": str(request.refund_amount),
+    }
+    log.info("return %s %s", request.id, event, extra={"fields": fields})
 
 
 async def retry_refunds(providers: Providers, batch: int = 50) -> int:

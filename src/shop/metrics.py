@@ -1,0 +1,87 @@
+"""Prometheus metrics, served at ``GET /metrics``.
+
+With several worker processes ``shop serve`` sets ``PROMETHEUS_MULTIPROC_DIR`` before any
+worker starts, and every worker writes its figures there; ``/metrics``, whichever worker
+answers it, adds them up (prometheus-client's multiprocess mode).
+"""
+
+import os
+from decimal import Decimal
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+from pymongo import monitoring
+
+from shop.money import CENT
+
+HTTP_REQUESTS = Counter(
+    "shop_http_requests_total", "HTTP requests answered", ["method", "route", "status"]
+)
+HTTP_DURATION = Histogram(
+    "shop_http_request_duration_seconds",
+    "Time to answer an HTTP request",
+    ["method", "route"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+ORDERS = Counter(
+    "shop_orders_total", "Orders created, paid and cancelled (with the reason)", ["event", "reason"]
+)
+PAYMENTS_DECLINED = Counter("shop_payments_declined_total", "Declined charges", ["code"])
+REFUNDS = Counter("shop_refunds_total", "Refunds issued for returns")
+MONEY = Counter(
+    "shop_money_minor_units_total",
+    "Amounts charged and refunded, in minor units (cents)",
+    ["direction", "currency"],
+)
+SWEEPS = Counter("shop_sweeper_runs_total", "Runs of the background sweeper")
+SWEPT = Counter(
+    "shop_sweeper_settled_total", "What the sweeper settled: overdue orders, refunds", ["kind"]
+)
+DB_DURATION = Histogram(
+    "shop_db_command_duration_seconds",
+    "Time MongoDB took to answer a command, as the driver saw it",
+    ["command", "outcome"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5),
+)
+
+
+def observe_request(method: str, route: str, status: int, seconds: float) -> None:
+    HTTP_REQUESTS.labels(method, route, str(status)).inc()
+    HTTP_DURATION.labels(method, route).observe(seconds)
+
+
+def order_event(event: str, reason: str = "") -> None:
+    ORDERS.labels(event, reason).inc()
+
+
+def money_moved(direction: str, amount: Decimal, currency: str) -> None:
+    MONEY.labels(direction, currency).inc(int(amount / CENT))
+
+
+class DatabaseTimer(monitoring.CommandListener):
+    """Every command's latency, by command name, from the driver's own timing."""
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        pass
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        DB_DURATION.labels(event.command_name, "ok").observe(event.duration_micros / 1e6)
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        DB_DURATION.labels(event.command_name, "error").observe(event.duration_micros / 1e6)
+
+
+def render() -> tuple[bytes, str]:
+    """The exposition text, summed over every worker process when there are several."""
+    if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
