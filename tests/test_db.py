@@ -1,9 +1,10 @@
 from pathlib import Path
 
 import pytest
-from pymongo import MongoClient
+from pymongo import MongoClient, ReadPreference
 
 from shop.config import AppSettings
+from shop.db import connect
 from shop.embedded import EmbeddedMongo
 
 
@@ -32,3 +33,13 @@ def test_development_key_is_made_once_and_kept(tmp_path: Path) -> None:
 def test_a_data_directory_serves_one_database_at_a_time(tmp_path: Path) -> None:
     with EmbeddedMongo(tmp_path / "db"), pytest.raises(RuntimeError, match="already using"):
         EmbeddedMongo(tmp_path / "db").start()
+
+
+async def test_the_client_journals_majority_writes_and_reads_the_primary_whatever_the_url() -> None:
+    url = "mongodb://127.0.0.1:9/?readPreference=secondaryPreferred&w=1&journal=false"
+    client = connect(url)
+    try:
+        assert client.read_preference == ReadPreference.PRIMARY
+        assert client.write_concern.document == {"w": "majority", "j": True}
+    finally:
+        await client.close()

@@ -7,8 +7,10 @@ from typing import Any, TypeVar
 
 import pymongo
 from beanie import Document, init_beanie
-from pymongo import AsyncMongoClient, monitoring
+from beanie.odm.utils.typing import get_index_attributes
+from pymongo import AsyncMongoClient, IndexModel, monitoring
 from pymongo.asynchronous.client_session import AsyncClientSession
+from pymongo.asynchronous.database import AsyncDatabase
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -23,7 +25,8 @@ def connect(
 ) -> AsyncMongoClient[Any]:
     """The service's client. Every write, transactions included, is acknowledged only once
     it is in the journal of a majority (``w: "majority", j: true``; keyword arguments win over
-    the URL): an order, a payment or a refund the shop has answered survives a crash.
+    the URL): an order, a payment or a refund the shop has answered survives a crash. Reads
+    go to the primary, even when the URL names another read preference.
 
     ``selection_timeout`` bounds the wait for a reachable server, ``timeout`` each operation
     with its retries (PyMongo's client-side operation timeout).
@@ -35,6 +38,8 @@ def connect(
         event_listeners=list(listeners),
         w="majority",
         journal=True,
+        # Transactions and read-your-writes need the primary, whatever the URL asks for.
+        readPreference="primary",
         serverSelectionTimeoutMS=int(selection_timeout * 1000),
         connectTimeoutMS=int(selection_timeout * 1000),
         timeoutMS=None if timeout is None else int(timeout * 1000),
@@ -47,8 +52,10 @@ _client: AsyncMongoClient[Any] | None = None
 async def init_database(
     client: AsyncMongoClient[Any], db_name: str, documents: Sequence[type[Document]]
 ) -> None:
-    """Bind ``documents`` to the database and create the indexes they declare."""
+    """Bind ``documents`` to the database and create the indexes they declare; an index
+    whose declaration changed since it was built is built anew."""
     global _client
+    await rebuild_changed_indexes(client[db_name], documents)
     await init_beanie(database=client[db_name], document_models=list(documents))
     _client = client
 
@@ -64,3 +71,55 @@ async def in_transaction(callback: Callable[[AsyncClientSession], Awaitable[T]])
     with pymongo.timeout(_client.options.timeout):
         async with _client.start_session() as session:
             return await session.with_transaction(callback)
+
+
+# What a declaration can change about an index; the rest of what a server reports is its own.
+_FLAGS = ("unique", "sparse")
+_VALUES = ("expireAfterSeconds", "partialFilterExpression")
+
+
+def declared_indexes(document: type[Document]) -> list[IndexModel]:
+    """The indexes ``document`` declares, as Beanie builds them: ``Indexed`` fields and
+    ``Settings.indexes``."""
+    declared = []
+    for name, field in document.model_fields.items():
+        if (attributes := get_index_attributes(field)) is not None:
+            direction, options = attributes
+            declared.append(IndexModel([(field.alias or name, direction)], **options))
+    extra = getattr(getattr(document, "Settings", None), "indexes", None) or []
+    return declared + [index for index in extra if isinstance(index, IndexModel)]
+
+
+def _same_index(built: dict[str, Any], wanted: dict[str, Any]) -> bool:
+    keys = [(field, int(order)) for field, order in built["key"]]
+    if keys != [(field, int(order)) for field, order in wanted["key"].items()]:
+        return False
+    if any(bool(built.get(flag)) != bool(wanted.get(flag)) for flag in _FLAGS):
+        return False
+    return all(built.get(option) == wanted.get(option) for option in _VALUES)
+
+
+async def rebuild_changed_indexes(
+    database: AsyncDatabase[Any], documents: Sequence[type[Document]]
+) -> list[str]:
+    """Drop every index whose declaration no longer matches what was built (another key, a
+    new TTL, unique added or removed), so that it is built anew as declared; creating it
+    over the old one would fail with ``IndexOptionsConflict``. Returns what was dropped."""
+    dropped = []
+    for document in documents:
+        collection = database[document.Settings.name]
+        built = await collection.index_information()
+        for index in declared_indexes(document):
+            wanted = index.document
+            current = built.get(wanted["name"])
+            if current is not None and not _same_index(current, wanted):
+                log.warning(
+                    "index %s.%s changed its definition (%s, was %s): building it anew",
+                    collection.name,
+                    wanted["name"],
+                    {k: v for k, v in wanted.items() if k != "name"},
+                    current,
+                )
+                await collection.drop_index(wanted["name"])
+                dropped.append(f"{collection.name}.{wanted['name']}")
+    return dropped

@@ -22,10 +22,16 @@ from tests.factories import (
     stock_of,
 )
 
+# Deadlines are passed by moving the service's clock, never by waiting. They stay far ahead
+# of the database's own clock, so its TTL monitor cannot remove a payment window while a
+# test runs, however slow the machine.
+TIMEOUT = 600
+PAST_THE_DEADLINE = TIMEOUT + 1
+
 
 @pytest.fixture
 def short_timeout(settings: AppSettings) -> AppSettings:
-    settings.payment_timeout_seconds = 2
+    settings.payment_timeout_seconds = TIMEOUT
     return settings
 
 
@@ -36,7 +42,7 @@ async def test_an_unpaid_order_is_cancelled_on_read_after_its_deadline(
     product = await make_product(stock=5)
     order = await place_order(client, account, (product, 2))
     assert await stock_of(product) == 3
-    clock.advance(2.1)
+    clock.advance(PAST_THE_DEADLINE)
 
     # The TTL monitor has not run yet, but the window is shut all the same.
     assert await PendingOrder.get(order["id"]) is not None
@@ -60,7 +66,7 @@ async def test_an_overdue_order_cannot_be_paid_while_its_window_document_remains
     account = await make_user(app)
     product = await make_product(stock=5)
     order = await place_order(client, account, (product, 1))
-    clock.advance(2.1)
+    clock.advance(PAST_THE_DEADLINE)
     assert await PendingOrder.get(order["id"]) is not None
     assert_problem(await pay(client, account, order["id"]), 409, "order_expired")
     assert await charges_for(order["id"]) == []
@@ -74,10 +80,10 @@ async def test_the_sweeper_cancels_orders_nobody_reads(
     account = await make_user(app)
     product = await make_product(stock=10)
     overdue = [await place_order(client, account, (product, 2)) for _ in range(3)]
-    short_timeout.payment_timeout_seconds = 3600
+    short_timeout.payment_timeout_seconds = 3 * TIMEOUT
     fresh = await place_order(client, account, (product, 1))
     assert await stock_of(product) == 3
-    clock.advance(2.1)
+    clock.advance(PAST_THE_DEADLINE)
 
     # Several service processes may sweep at once; stock still comes back once per order.
     providers = app.state.payment_providers
@@ -98,12 +104,13 @@ async def test_a_payment_running_when_the_deadline_passes_ends_paid_and_never_ca
     paused_provider: PausingProvider,
     clock: ShiftedClock,
 ) -> None:
+    short_timeout.payment_hold_seconds = 2 * TIMEOUT
     account = await make_user(app)
     product = await make_product(stock=5)
     order = await place_order(client, account, (product, 1))
     paying = asyncio.create_task(pay(client, account, order["id"]))
     await paused_provider.charging.wait()
-    clock.advance(2.1)  # the deadline passes while the charge is running
+    clock.advance(PAST_THE_DEADLINE)  # while the charge is running, within its hold
 
     read = await client.get(f"/order/{order['id']}/", headers=account.headers)
     assert read.json()["status"] == "pending_payment"  # the attempt holds it
@@ -143,7 +150,7 @@ async def test_a_crashed_payment_that_charged_is_completed_not_cancelled(
     await provider.charge(
         key=attempt.charge_key(order.id), amount=order.total, currency="EUR", method="pm_card_visa"
     )
-    clock.advance(2.1)  # past the deadline and past the attempt's hold
+    clock.advance(PAST_THE_DEADLINE)  # and past the attempt's hold
 
     read = await client.get(f"/order/{placed['id']}/", headers=account.headers)
     assert read.json()["status"] == "paid"
@@ -158,7 +165,7 @@ async def test_a_crashed_payment_that_did_not_charge_is_cancelled(
     product = await make_product(stock=5)
     placed = await place_order(client, account, (product, 1))
     await start_payment_then_crash(placed["id"])
-    clock.advance(2.1)
+    clock.advance(PAST_THE_DEADLINE)
 
     assert await sweep_overdue(app.state.payment_providers) == 1
     assert await stock_of(product) == 5
@@ -234,7 +241,7 @@ async def test_the_background_sweeper_runs_on_its_own(
     account = await make_user(app)
     product = await make_product(stock=5)
     order = await place_order(client, account, (product, 2))
-    clock.advance(2.1)
+    clock.advance(PAST_THE_DEADLINE)
     sweeper = asyncio.create_task(run_sweeper(app.state.payment_providers, every=0.2))
     try:
         for _ in range(50):
