@@ -3,6 +3,7 @@ or the server named by SHOP_MONGODB_URL. Collections are emptied before every te
 
 import os
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import pytest
 from asgi_lifespan import LifespanManager
@@ -47,10 +48,16 @@ class CommandLog(monitoring.CommandListener):
 
     def __init__(self) -> None:
         self.commands: list[tuple[str, str]] = []
+        self.sent: list[dict[str, Any]] = []  # the commands themselves, as sent
 
     def started(self, event: monitoring.CommandStartedEvent) -> None:
         target = event.command.get(event.command_name)
         self.commands.append((event.command_name, target if isinstance(target, str) else ""))
+        self.sent.append(dict(event.command))
+
+    def clear(self) -> None:
+        self.commands.clear()
+        self.sent.clear()
 
     def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
         pass
@@ -65,7 +72,7 @@ monitoring.register(_command_log)  # before any client exists: it sees every com
 
 @pytest.fixture
 def db_commands() -> CommandLog:
-    _command_log.commands.clear()
+    _command_log.clear()
     return _command_log
 
 
@@ -86,6 +93,7 @@ def settings(app: FastAPI, base_settings: AppSettings) -> Iterator[AppSettings]:
 
 @pytest.fixture(autouse=True)
 async def _empty_database(app: FastAPI) -> None:
+    _command_log.clear()
     model: type[Document]
     for model in DOCUMENTS:
         await model.get_pymongo_collection().delete_many({})

@@ -11,10 +11,9 @@ from typing import Any
 from fastapi import FastAPI
 from httpx import AsyncClient, Response
 
-from shop.catalog.models import Product
-from shop.clock import utcnow
 from shop.discounts.models import DiscountKind, DiscountScope
-from shop.orders.models import Order, OrderStatus
+from shop.orders.models import Order
+from shop.orders.service import sweep_overdue
 from tests.conftest import CommandLog
 from tests.factories import (
     add_to_cart,
@@ -28,7 +27,7 @@ from tests.factories import (
 
 
 async def round_trips(db_commands: CommandLog, request: Awaitable[Response]) -> list[str]:
-    db_commands.commands.clear()
+    db_commands.clear()
     response = await request
     assert response.status_code < 300, response.text
     return [f"{name} {collection}".strip() for name, collection in db_commands.commands]
@@ -130,8 +129,19 @@ async def test_payment_history_and_detail_budgets(
     assert await round_trips(db_commands, client.get("/products/")) == ["find products"]
 
 
-async def winning_stage(collection: Any, query: dict[str, Any], sort: list[Any]) -> str:
-    plan = await collection.find(query).sort(sort).limit(20).explain()
+# What a command carries besides the query itself: session, transaction, cluster time.
+_ENVELOPE = {"lsid", "txnNumber", "autocommit", "startTransaction", "readConcern"}
+
+
+async def plan_of(database: Any, command: dict[str, Any]) -> str:
+    """The stages of the winning plan for ``command`` as the service sent it.
+
+    Accepts both plan shapes mongod answers with: the classic engine's (``winningPlan``,
+    stages nested by ``inputStage``) and the slot-based engine's (``winningPlan.queryPlan``).
+    """
+    query = {k: v for k, v in command.items() if not k.startswith("$") and k not in _ENVELOPE}
+    explained = await database.command({"explain": query, "verbosity": "queryPlanner"})
+    winning = explained["queryPlanner"]["winningPlan"]
     stages: list[str] = []
 
     def walk(node: dict[str, Any]) -> None:
@@ -140,30 +150,33 @@ async def winning_stage(collection: Any, query: dict[str, Any], sort: list[Any])
             if child:
                 walk(child)
 
-    walk(plan["queryPlanner"]["winningPlan"])
+    walk(winning.get("queryPlan", winning))
     return ",".join(stages)
 
 
-async def test_hot_queries_use_indexes(app: FastAPI) -> None:
-    await make_product()
-    user_orders = await winning_stage(
-        Order.get_pymongo_collection(),
-        {"user_id": (await make_user(app)).id},
-        [("created_at", -1), ("_id", -1)],
-    )
-    filtered = await winning_stage(
-        Order.get_pymongo_collection(),
-        {"user_id": (await make_user(app)).id, "status": OrderStatus.paid.value},
-        [("created_at", -1), ("_id", -1)],
-    )
-    overdue = await winning_stage(
-        Order.get_pymongo_collection(),
-        {"status": OrderStatus.pending_payment.value, "expires_at": {"$lte": utcnow()}},
-        [("expires_at", 1)],
-    )
-    catalog = await winning_stage(Product.get_pymongo_collection(), {"active": True}, [("_id", 1)])
-    for plan in (user_orders, filtered, overdue, catalog):
-        assert "IXSCAN" in plan and "COLLSCAN" not in plan, plan
+async def test_hot_queries_use_indexes(
+    client: AsyncClient, app: FastAPI, db_commands: CommandLog
+) -> None:
+    """Every query the history, the catalog and the overdue sweep really send is served by
+    an index: the service's own commands, captured as they went out, are explained."""
+    account = await make_user(app)
+    await place_order(client, account, (await make_product(), 1))
+    db_commands.clear()
+    await client.get("/order/history/", headers=account.headers)
+    await client.get("/order/history/?status=paid", headers=account.headers)
+    await client.get("/products/")
+    await sweep_overdue(app.state.payment_providers)
+    finds = [c for c in db_commands.sent if "find" in c]
+    assert [(c["find"], sorted(c["filter"])) for c in finds] == [
+        ("orders", ["user_id"]),
+        ("orders", ["status", "user_id"]),
+        ("products", ["active"]),
+        ("orders", ["expires_at", "status"]),
+    ]
+    database = Order.get_pymongo_collection().database
+    for command in finds:
+        plan = await plan_of(database, command)
+        assert "IXSCAN" in plan and "COLLSCAN" not in plan, (command["find"], plan)
 
 
 async def test_a_sale_costs_checkout_one_counted_redemption(
