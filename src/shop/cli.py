@@ -21,7 +21,7 @@ def main(argv: list[str] | None = None) -> None:
     serve = commands.add_parser("serve", help="serve the API")
     serve.add_argument("--host", help="default: SHOP_HOST, else 127.0.0.1")
     serve.add_argument("--port", type=int, help="default: SHOP_PORT, else 8000")
-    serve.add_argument("--workers", type=int, default=1)
+    serve.add_argument("--workers", type=int, help="default: SHOP_WORKERS, else 1")
     serve.add_argument("--demo-data", action="store_true", help="same as SHOP_DEMO_DATA=true")
     args = parser.parse_args(argv)
 
@@ -35,6 +35,7 @@ def main(argv: list[str] | None = None) -> None:
     configure_logging(settings.effective_log_format, settings.log_level)
     args.host = args.host or settings.host
     args.port = args.port or settings.port
+    args.workers = args.workers or settings.workers
     settings.signing_key()  # a development key is made once, before any worker starts
     if settings.mongodb_url is not None:
         _serve(args)

@@ -61,9 +61,10 @@ class AppSettings(BaseSettings):
     cors_origins: list[str] = Field(default_factory=list)
     # How old the cart's view of products and discounts may be; 0 reads them every time.
     catalog_cache_seconds: float = Field(default=2.0, ge=0)
-    # Where `shop serve` listens (its --host/--port options win).
+    # Where `shop serve` listens, and with how many processes (its options win).
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
+    workers: int = Field(default=1, ge=1)
     # One JSON object per line (for log collectors), or plain text; by default text in
     # development and JSON in production.
     log_format: Literal["json", "text"] | None = None
