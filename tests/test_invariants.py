@@ -5,14 +5,23 @@ Money: what the provider charged minus what it refunded is what the paid orders 
 """
 
 import asyncio
+import json
+import os
 import random
+import subprocess
+import sys
 from collections import Counter
 from decimal import Decimal
+from pathlib import Path
 
+import pytest
+from bson import ObjectId
 from fastapi import FastAPI
 from httpx import AsyncClient
 
+from shop.audit import audit
 from shop.catalog.models import Product
+from shop.config import AppSettings
 from shop.discounts.models import DiscountKind, DiscountScope
 from shop.orders.models import Order, OrderStatus
 from shop.payments.mock import ProviderCharge, ProviderRefund
@@ -125,3 +134,67 @@ async def test_stock_and_money_balance_after_a_busy_hour(client: AsyncClient, ap
     assert sorted(r.key for r in refunds) == sorted(r.refund_key for r in returns)
     redeemed = sum(1 for o in orders if o.cart_discount and o.status is not OrderStatus.cancelled)
     assert redeemed <= 4
+    assert await audit() == []  # the same books, as `shop audit` keeps them
+
+
+async def busy_shop(client: AsyncClient, app: FastAPI) -> list[Product]:
+    products = [await make_product(price=price, stock=STOCK) for price in ("9.99", "0.10")]
+    customers = [await make_user(app) for _ in range(8)]
+    await asyncio.gather(*(shopper(client, c, products, seed) for seed, c in enumerate(customers)))
+    return products
+
+
+async def test_the_audit_names_a_corrupted_stock_figure_and_a_stray_charge(
+    client: AsyncClient, app: FastAPI
+) -> None:
+    products = await busy_shop(client, app)
+    assert await audit() == []
+    await Product.get_pymongo_collection().update_one(
+        {"_id": products[0].id}, {"$inc": {"stock": 1}}
+    )
+    stray = ProviderCharge(
+        key=f"order-{ObjectId()}-attempt-1",
+        payment_id="ch_stray",
+        amount=Decimal("5.00"),
+        currency="EUR",
+        method="pm_card_visa",
+        status=ChargeStatus.succeeded,
+    )
+    await stray.insert()
+    found = await audit()
+    assert [(v.rule, v.subject) for v in found] == [
+        ("stock", f"product {products[0].id}"),
+        ("charge", "charge ch_stray"),
+    ], found
+
+
+@pytest.mark.slow
+async def test_shop_audit_exits_non_zero_naming_each_violation(
+    client: AsyncClient, app: FastAPI, base_settings: AppSettings
+) -> None:
+    products = await busy_shop(client, app)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SHOP_")}
+    env |= {
+        "SHOP_MONGODB_URL": str(base_settings.mongodb_url),
+        "SHOP_DB_NAME": base_settings.db_name,
+        "SHOP_DATA_DIR": str(base_settings.data_dir),
+    }
+    shop = [str(Path(sys.executable).parent / "shop"), "audit"]
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [*shop, *args]
+        return subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+
+    balanced = await asyncio.to_thread(run)
+    assert (balanced.returncode, balanced.stdout.strip()) == (0, "the books balance")
+
+    await Product.get_pymongo_collection().update_one(
+        {"_id": products[1].id}, {"$inc": {"stock": -2}}
+    )
+    broken = await asyncio.to_thread(run, "--json")
+    assert broken.returncode == 1, broken.stderr
+    report = json.loads(broken.stdout)
+    assert report["ok"] is False
+    assert [(v["rule"], v["subject"]) for v in report["violations"]] == [
+        ("stock", f"product {products[1].id}")
+    ]

@@ -1,6 +1,8 @@
 """``shop serve``: run the API, starting the embedded database when no URL is configured."""
 
 import argparse
+import asyncio
+import json
 import logging
 import os
 import shutil
@@ -11,7 +13,7 @@ from pathlib import Path
 import uvicorn
 
 from shop.config import AppSettings
-from shop.embedded import EmbeddedMongo, Supervisor
+from shop.embedded import EmbeddedMongo, Supervisor, running_url
 from shop.server import DeadlineHttpToolsProtocol
 
 
@@ -23,7 +25,13 @@ def main(argv: list[str] | None = None) -> None:
     serve.add_argument("--port", type=int, help="default: SHOP_PORT, else 8000")
     serve.add_argument("--workers", type=int, help="default: SHOP_WORKERS, else 1")
     serve.add_argument("--demo-data", action="store_true", help="same as SHOP_DEMO_DATA=true")
+    audit = commands.add_parser(
+        "audit", help="check the books over the whole database; exit 1 naming every violation"
+    )
+    audit.add_argument("--json", action="store_true", help="one JSON document on stdout")
     args = parser.parse_args(argv)
+    if args.command == "audit":
+        sys.exit(_audit(AppSettings(), as_json=args.json))
 
     if args.demo_data:
         os.environ["SHOP_DEMO_DATA"] = "true"
@@ -68,6 +76,38 @@ def _share_metrics(directory: Path) -> None:
     shutil.rmtree(directory, ignore_errors=True)
     directory.mkdir(parents=True)
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
+
+
+def _audit(settings: AppSettings, *, as_json: bool) -> int:
+    """The books of the configured database; or of the embedded one in the data directory,
+    through the running ``shop serve`` when there is one, else started for the audit."""
+    if settings.mongodb_url is not None:
+        return asyncio.run(_print_audit(settings.mongodb_url, settings, as_json))
+    storage = settings.data_dir.resolve() / "db"
+    if (url := running_url(storage)) is not None:
+        return asyncio.run(_print_audit(url, settings, as_json))
+    with EmbeddedMongo(storage) as database:
+        return asyncio.run(_print_audit(database.url, settings, as_json))
+
+
+async def _print_audit(url: str, settings: AppSettings, as_json: bool) -> int:
+    from shop.audit import audit
+    from shop.db import connect, init_database
+    from shop.main import DOCUMENTS
+
+    client = connect(url, selection_timeout=settings.db_selection_timeout_seconds)
+    try:
+        await init_database(client, settings.db_name, DOCUMENTS, build_indexes=False)
+        violations = await audit()
+    finally:
+        await client.close()
+    if as_json:
+        print(json.dumps({"ok": not violations, "violations": [v.as_dict() for v in violations]}))
+    else:
+        for violation in violations:
+            print(violation)
+        print(f"{len(violations)} violation(s)" if violations else "the books balance")
+    return 1 if violations else 0
 
 
 _GAVE_UP = "shop: the embedded database stopped and could not be restarted; see the log above"

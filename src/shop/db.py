@@ -50,13 +50,21 @@ _client: AsyncMongoClient[Any] | None = None
 
 
 async def init_database(
-    client: AsyncMongoClient[Any], db_name: str, documents: Sequence[type[Document]]
+    client: AsyncMongoClient[Any],
+    db_name: str,
+    documents: Sequence[type[Document]],
+    *,
+    build_indexes: bool = True,
 ) -> None:
     """Bind ``documents`` to the database and create the indexes they declare; an index
-    whose declaration changed since it was built is built anew."""
+    whose declaration changed since it was built is built anew. A reader that must change
+    nothing (``shop audit``) passes ``build_indexes=False``."""
     global _client
-    await rebuild_changed_indexes(client[db_name], documents)
-    await init_beanie(database=client[db_name], document_models=list(documents))
+    if build_indexes:
+        await rebuild_changed_indexes(client[db_name], documents)
+    await init_beanie(
+        database=client[db_name], document_models=list(documents), skip_indexes=not build_indexes
+    )
     _client = client
 
 

@@ -32,6 +32,7 @@ async def create_demo_catalog() -> int:
                     "description": description,
                     "price": Decimal128(Decimal(price)),
                     "stock": stock,
+                    "received": stock,
                     "active": True,
                     "created_at": now,
                     "updated_at": now,

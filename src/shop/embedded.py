@@ -213,6 +213,18 @@ class Supervisor(threading.Thread):
             self.join(timeout=5)
 
 
+def running_url(storage_path: Path) -> str | None:
+    """The URL of the embedded database a live ``shop serve`` runs on these files, if any."""
+    try:
+        record = json.loads(Path(f"{storage_path}.pid").read_text())
+        pid, parent, port = int(record["pid"]), int(record["parent"]), int(record["port"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if _is_server(pid, str(storage_path)) and _alive(parent):
+        return f"mongodb://127.0.0.1:{port}/?directConnection=true"
+    return None
+
+
 def _is_server(pid: int, storage_path: str) -> bool:
     try:
         command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")

@@ -5,8 +5,9 @@ from fastapi import FastAPI
 from httpx import AsyncClient
 
 from shop.accounts.models import Role
+from shop.audit import audit
 from shop.catalog.models import Product
-from tests.factories import assert_problem, make_product, make_user
+from tests.factories import Account, assert_problem, make_product, make_user, place_order
 
 
 async def test_admin_creates_product_with_exact_price(client: AsyncClient, app: FastAPI) -> None:
@@ -114,3 +115,20 @@ async def test_unknown_and_malformed_ids(client: AsyncClient) -> None:
     assert (await client.get("/products/not-an-id")).status_code in (404, 422)
     assert_problem(await client.get("/products/?limit=0"), 422, "validation_error")
     assert_problem(await client.get("/products/?cursor=zzz"), 422, "invalid_cursor")
+
+
+async def test_restocking_counts_what_was_received_and_the_books_stay_whole(
+    client: AsyncClient, admin: Account, customer: Account
+) -> None:
+    product = await make_product(stock=10)
+    await place_order(client, customer, (product, 3))  # 3 reserved, 7 left
+    restocked = await client.patch(
+        f"/products/{product.id}",
+        json={"stock": 20, "name": "$set me literally"},
+        headers=admin.headers,
+    )
+    assert (restocked.json()["stock"], restocked.json()["name"]) == (20, "$set me literally")
+    stored = await Product.get(product.id)
+    assert stored is not None
+    assert stored.received == 10 + (20 - 7)
+    assert await audit() == []

@@ -3,7 +3,7 @@ from decimal import Decimal
 from typing import Any, ClassVar, Self
 
 from beanie import DecimalAnnotation, Document, PydanticObjectId
-from pydantic import Field
+from pydantic import Field, model_validator
 from pymongo import ASCENDING, IndexModel, ReturnDocument, UpdateOne
 from pymongo.asynchronous.client_session import AsyncClientSession
 
@@ -23,6 +23,9 @@ class Product(Document):
     description: str = ""
     price: DecimalAnnotation
     stock: int = Field(ge=0)
+    # Every unit ever put into stock by the shop (the first stock, and each change to it
+    # since): the books check stock + reserved + sold - returned against it.
+    received: int | None = None
     active: bool = True
     sku: str | None = None
     created_at: datetime = Field(default_factory=utcnow)
@@ -38,6 +41,12 @@ class Product(Document):
                 partialFilterExpression={"sku": {"$type": "string"}},
             ),
         ]
+
+    @model_validator(mode="after")
+    def _received_at_least_the_first_stock(self) -> Self:
+        if self.received is None:
+            self.received = self.stock
+        return self
 
     @property
     def unit_price(self) -> Decimal:
@@ -99,10 +108,18 @@ class Product(Document):
 
     @classmethod
     async def update_fields(cls, product_id: PydanticObjectId, fields: dict[str, Any]) -> Self:
-        """Set only the given fields, so a concurrent stock reservation is never overwritten."""
-        changes = to_bson(fields) | {"updated_at": utcnow()}
+        """Set only the given fields, so a concurrent stock reservation is never overwritten.
+
+        A new ``stock`` counts the difference as received, in the same atomic update, so the
+        books stay whole whatever reservations run meanwhile.
+        """
+        changes = {k: {"$literal": v} for k, v in to_bson(fields).items()}
+        changes["updated_at"] = {"$literal": utcnow()}
+        if "stock" in fields:
+            difference = {"$subtract": [fields["stock"], "$stock"]}
+            changes["received"] = {"$add": [{"$ifNull": ["$received", "$stock"]}, difference]}
         raw = await cls.get_pymongo_collection().find_one_and_update(
-            {"_id": product_id}, {"$set": changes}, return_document=ReturnDocument.AFTER
+            {"_id": product_id}, [{"$set": changes}], return_document=ReturnDocument.AFTER
         )
         if raw is None:
             raise ProductNotFound()
