@@ -13,7 +13,7 @@ SOURCE = Path(shop.__file__).parent
 
 # Top to bottom: a module may import its own layer and the layers below it.
 LAYERS = [
-    {"audit"},
+    {"audit", "admin"},
     {"returns"},
     {"orders"},
     {"cart", "pricing", "catalog_cache"},

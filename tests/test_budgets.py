@@ -6,7 +6,6 @@ pins the exact commands, so one more (an N+1 over cart or order lines, say) fail
 """
 
 from collections.abc import Awaitable
-from typing import Any
 
 from fastapi import FastAPI
 from httpx import AsyncClient, Response
@@ -15,6 +14,7 @@ from shop.discounts.models import DiscountKind, DiscountScope
 from shop.orders.models import Order
 from shop.orders.service import sweep_overdue
 from tests.conftest import CommandLog
+from tests.explain import plan_of
 from tests.factories import (
     add_to_cart,
     make_discount,
@@ -127,31 +127,6 @@ async def test_payment_history_and_detail_budgets(
     detail = client.get(f"/order/{order['id']}/", headers=account.headers)
     assert await round_trips(db_commands, detail) == ["find orders"]
     assert await round_trips(db_commands, client.get("/products/")) == ["find products"]
-
-
-# What a command carries besides the query itself: session, transaction, cluster time.
-_ENVELOPE = {"lsid", "txnNumber", "autocommit", "startTransaction", "readConcern"}
-
-
-async def plan_of(database: Any, command: dict[str, Any]) -> str:
-    """The stages of the winning plan for ``command`` as the service sent it.
-
-    Accepts both plan shapes mongod answers with: the classic engine's (``winningPlan``,
-    stages nested by ``inputStage``) and the slot-based engine's (``winningPlan.queryPlan``).
-    """
-    query = {k: v for k, v in command.items() if not k.startswith("$") and k not in _ENVELOPE}
-    explained = await database.command({"explain": query, "verbosity": "queryPlanner"})
-    winning = explained["queryPlanner"]["winningPlan"]
-    stages: list[str] = []
-
-    def walk(node: dict[str, Any]) -> None:
-        stages.append(node.get("stage", ""))
-        for child in [node.get("inputStage"), *node.get("inputStages", [])]:
-            if child:
-                walk(child)
-
-    walk(winning.get("queryPlan", winning))
-    return ",".join(stages)
 
 
 async def test_hot_queries_use_indexes(

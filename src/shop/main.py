@@ -15,6 +15,7 @@ from shop.accounts.security import PasswordHashing
 from shop.accounts.service import ensure_admin
 from shop.accounts.throttle import Attempts, Throttles
 from shop.accounts.tokens import RefreshToken
+from shop.admin.router import router as admin_router
 from shop.background import run_sweeper
 from shop.cart.models import Cart
 from shop.cart.router import router as cart_router
@@ -113,6 +114,7 @@ def create_app(settings: AppSettings | None = None) -> FastAPI:
     app.openapi = lambda: problem_openapi(app)  # type: ignore[method-assign]
     for router in (
         ops_router,
+        admin_router,
         accounts_router,
         catalog_router,
         cart_router,

@@ -205,6 +205,9 @@ class Order(VersionedDocument):
                 ]
             ),
             IndexModel([("status", ASCENDING), ("expires_at", ASCENDING)]),
+            # The admins' views: every order, or those of one status, newest first.
+            IndexModel([("created_at", DESCENDING), ("_id", DESCENDING)]),
+            IndexModel([("status", ASCENDING), ("created_at", DESCENDING), ("_id", DESCENDING)]),
         ]
 
     @classmethod

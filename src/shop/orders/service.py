@@ -3,7 +3,7 @@
 import logging
 from collections.abc import Mapping
 from datetime import datetime, timedelta
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from beanie import PydanticObjectId
 from pymongo.asynchronous.client_session import AsyncClientSession
@@ -282,9 +282,31 @@ async def order_history(
     status: OrderStatus | None,
 ) -> Slice[Order]:
     """The user's orders, newest first, a page at a time (served by the user/created index)."""
-    query: dict[str, object] = {"user_id": user_id}
+    return await find_orders(providers, limit=limit, cursor=cursor, status=status, user_id=user_id)
+
+
+async def find_orders(
+    providers: Providers,
+    *,
+    limit: int,
+    cursor: str | None,
+    status: OrderStatus | None = None,
+    user_id: PydanticObjectId | None = None,
+    created_from: datetime | None = None,
+    created_before: datetime | None = None,
+) -> Slice[Order]:
+    """Orders, newest first, a page at a time, settled as they are read. Every combination
+    of filters is served by an index (by user, by status, or by date alone)."""
+    query: dict[str, Any] = {}
+    if user_id is not None:
+        query["user_id"] = user_id
     if status is not None:
         query["status"] = status.value
+    if created_from is not None or created_before is not None:
+        query["created_at"] = {
+            **({"$gte": created_from} if created_from else {}),
+            **({"$lt": created_before} if created_before else {}),
+        }
     if cursor is not None:
         created_at, order_id = decode_cursor(cursor, datetime, PydanticObjectId)
         query["$or"] = [
