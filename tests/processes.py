@@ -15,11 +15,20 @@ import psutil
 SHOP = Path(sys.executable).parent / "shop"
 
 
-def start_shop(data_dir: Path, port: int, workers: int = 1) -> subprocess.Popen[str]:
+def start_shop(
+    data_dir: Path, port: int, workers: int = 1, **settings: str
+) -> subprocess.Popen[str]:
+    """``shop serve`` on ``data_dir``, logging to ``log_of(data_dir)``: a file, never a pipe
+    nobody reads (a full pipe would stop the service at its next log line)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SHOP_")}
-    env |= {"SHOP_DATA_DIR": str(data_dir), "SHOP_DEMO_DATA": "true"}
+    env |= {"SHOP_DATA_DIR": str(data_dir), "SHOP_DEMO_DATA": "true", **settings}
     command = [str(SHOP), "serve", "--port", str(port), "--workers", str(workers)]
-    return subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
+    with (data_dir / "shop.log").open("a") as log:
+        return subprocess.Popen(command, env=env, stderr=log, text=True)
+
+
+def log_of(data_dir: Path) -> str:
+    return (data_dir / "shop.log").read_text()
 
 
 def answers(port: int, seconds: float) -> list[str] | None:
@@ -52,11 +61,12 @@ def port_closed(port: int, seconds: float) -> bool:
     return False
 
 
-def stop(shop: subprocess.Popen[str]) -> str:
+def stop(shop: subprocess.Popen[str], data_dir: Path) -> str:
+    """SIGTERM, wait, and the service's log."""
     if shop.poll() is None:
         shop.send_signal(signal.SIGTERM)
-    _, log = shop.communicate(timeout=60)
-    return log
+    shop.wait(timeout=60)
+    return log_of(data_dir)
 
 
 def workers_of(shop: subprocess.Popen[str]) -> set[int]:

@@ -96,6 +96,9 @@ def test_serve_runs_on_uvloop_and_httptools(
     monkeypatch.setattr(uvicorn, "run", lambda *_, **kwargs: options.update(kwargs))
     monkeypatch.setenv("SHOP_MONGODB_URL", "mongodb://127.0.0.1:1/?directConnection=true")
     monkeypatch.setenv("SHOP_DATA_DIR", str(tmp_path))
+    # What main() sets up for a real process, kept out of this test process.
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    monkeypatch.setattr("shop.observability.configure_logging", lambda *_: None)
     cli.main(["serve", "--workers", "2"])
     assert (options["loop"], options["workers"]) == ("uvloop", 2)
     assert issubclass(options["http"], HttpToolsProtocol)

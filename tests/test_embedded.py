@@ -20,9 +20,9 @@ from pymongo import MongoClient
 from shop.embedded import EmbeddedMongo, _alive, _server_program, free_port
 from tests.factories import seed_database
 from tests.processes import (
-    SHOP,
     answers,
     database_pid,
+    log_of,
     port_closed,
     start_shop,
     stop,
@@ -47,7 +47,7 @@ def test_a_database_that_dies_is_restarted_under_the_same_shop(tmp_path: Path) -
         assert shop.poll() is None
         assert database_pid(tmp_path)[0] != pid
     finally:
-        log = stop(shop)
+        log = stop(shop, tmp_path)
     assert shop.returncode == 0, log
     assert "restarted" in log
 
@@ -65,7 +65,7 @@ def test_a_killed_shop_takes_its_database_along_and_starts_again(tmp_path: Path)
         pid, database_port = database_pid(tmp_path)
     finally:
         shop.kill()  # SIGKILL: no shutdown code runs
-        shop.communicate(timeout=30)
+        shop.wait(timeout=30)
     assert port_closed(database_port, 15), "the embedded database outlived its shop"
     assert not _alive(pid)
 
@@ -87,7 +87,7 @@ def test_a_killed_shop_takes_its_database_along_and_starts_again(tmp_path: Path)
         assert retried.headers["idempotent-replayed"] == "true"
         assert retried.json() == paid
     finally:
-        stop(again)
+        stop(again, tmp_path)
 
 
 def test_a_killed_worker_is_replaced_while_the_other_keeps_answering(tmp_path: Path) -> None:
@@ -112,7 +112,7 @@ def test_a_killed_worker_is_replaced_while_the_other_keeps_answering(tmp_path: P
             assert stored.json()["status"] == "paid"
         assert shop.poll() is None
     finally:
-        log = stop(shop)
+        log = stop(shop, tmp_path)
     assert shop.returncode == 0, log
     assert f"Child process [{victim}] died" in log
 
@@ -149,7 +149,8 @@ def test_shop_serve_exits_non_zero_when_its_database_cannot_come_back(tmp_path: 
         squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         squatter.bind(("127.0.0.1", database_port))  # the restarted server cannot listen
         squatter.listen()
-        _, log = shop.communicate(timeout=90)
+        shop.wait(timeout=90)
+        log = log_of(tmp_path)
     finally:
         squatter.close()
         if shop.poll() is None:
@@ -228,15 +229,13 @@ def test_a_database_killed_under_load_costs_503s_and_no_acknowledged_write(
 ) -> None:
     key, stocked = "load-signing-key-of-sufficient-length-for-hs256", 100_000
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SHOP_")}
-    env |= {
-        "SHOP_DATA_DIR": str(tmp_path),
-        "SHOP_SECRET_KEY": key,
-        "SHOP_DB_SELECTION_TIMEOUT_SECONDS": "1",
-        "SHOP_DB_TIMEOUT_SECONDS": "3",
-    }
-    shop = subprocess.Popen(
-        [str(SHOP), "serve", "--port", str(port)], env=env, stderr=subprocess.PIPE, text=True
+    shop = start_shop(
+        tmp_path,
+        port,
+        SHOP_DEMO_DATA="false",
+        SHOP_SECRET_KEY=key,
+        SHOP_DB_SELECTION_TIMEOUT_SECONDS="1",
+        SHOP_DB_TIMEOUT_SECONDS="3",
     )
     try:
         assert answers(port, 60) is not None, "shop serve did not answer"
@@ -298,4 +297,4 @@ def test_a_database_killed_under_load_costs_503s_and_no_acknowledged_write(
         assert stock + held == stocked  # every unit in stock or held by an order
     finally:
         if shop.poll() is None:
-            stop(shop)
+            stop(shop, tmp_path)

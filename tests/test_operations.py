@@ -168,5 +168,5 @@ def test_metrics_add_up_every_workers_figures(tmp_path: Path) -> None:
         # answers() polled /products/ at least once before the 40.
         assert len(set(counted)) == 1 and counted[0] >= 41, counted
     finally:
-        log = stop(shop)
+        log = stop(shop, tmp_path)
     assert shop.returncode == 0, log

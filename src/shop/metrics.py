@@ -21,6 +21,9 @@ from pymongo import monitoring
 
 from shop.money import CENT
 
+# Decided once, as prometheus-client decides where its values live when first imported.
+MULTIPROCESS = "PROMETHEUS_MULTIPROC_DIR" in os.environ
+
 HTTP_REQUESTS = Counter(
     "shop_http_requests_total", "HTTP requests answered", ["method", "route", "status"]
 )
@@ -80,7 +83,7 @@ class DatabaseTimer(monitoring.CommandListener):
 
 def render() -> tuple[bytes, str]:
     """The exposition text, summed over every worker process when there are several."""
-    if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
+    if MULTIPROCESS:
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
         return generate_latest(registry), CONTENT_TYPE_LATEST
