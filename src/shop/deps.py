@@ -18,7 +18,14 @@ from shop.errors import Forbidden, NotAuthenticated
 from shop.observability import identify_user
 from shop.payments.provider import PaymentProvider
 
-_bearer = OAuth2PasswordBearer(tokenUrl="/auth/token", auto_error=False)
+_bearer = OAuth2PasswordBearer(
+    tokenUrl="/auth/token",
+    auto_error=False,
+    description="Log in with your email as the username and your password.",
+)
+
+# For routes that serve anyone and show more to a logged-in admin: the token is optional.
+OPTIONAL_TOKEN: dict[str, Any] = {"security": [{}]}
 
 
 def _app_state(name: str) -> Any:

@@ -2,6 +2,7 @@
 (documented in OpenAPI by ``shop.docs``)."""
 
 import copy
+from collections.abc import Sequence
 from http import HTTPStatus
 from typing import Any, ClassVar, Self
 
@@ -127,10 +128,51 @@ async def _shop_error(_: Request, exc: Exception) -> JSONResponse:
 
 async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    errors = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
-    fields = ", ".join(".".join(str(p) for p in e["loc"]) for e in errors)
+    errors = exc.errors()
+    if invalid := next((e for e in errors if e["type"] == "json_invalid"), None):
+        return _invalid_json(invalid, exc.body)
+    fields = [
+        {
+            "field": field_path(e["loc"]),
+            "in": e["loc"][0] if e["loc"] else "body",
+            "msg": _readable(e["msg"]),
+            "type": e["type"],
+            "loc": list(e["loc"]),
+        }
+        for e in errors
+    ]
+    detail = "; ".join(f"{f['field'] or f['in']}: {f['msg']}" for f in fields)
     return problem_response(
-        422, "validation_error", "Invalid request", f"Invalid fields: {fields}", errors=errors
+        422, "validation_error", "Invalid request", f"Invalid fields: {detail}", errors=fields
+    )
+
+
+def field_path(loc: Sequence[int | str]) -> str:
+    """A field's path as a client writes it: ``items[0].quantity``, without where it came
+    from (body, query, path), which the problem gives apart."""
+    path = ""
+    for part in loc[1:]:
+        path += f"[{part}]" if isinstance(part, int) else f".{part}" if path else str(part)
+    return path
+
+
+def _readable(message: str) -> str:
+    if "PydanticObjectId" in message:  # the type's own wording names a class
+        return "Must be a 24-character hexadecimal id"
+    return message.removeprefix("Value error, ")
+
+
+def _invalid_json(error: Any, body: Any) -> JSONResponse:
+    position = error["loc"][1] if len(error["loc"]) > 1 else 0
+    where = f"at character {position + 1}"
+    if isinstance(body, str | bytes):
+        text = body if isinstance(body, str) else body.decode("utf-8", "replace")
+        line = text.count("\n", 0, position) + 1
+        column = position - (text.rfind("\n", 0, position) + 1) + 1
+        where = f"at line {line}, column {column}"
+    reason = error.get("ctx", {}).get("error", "not JSON")
+    return problem_response(
+        400, "invalid_json", "Malformed JSON", f"The body is not valid JSON: {reason} {where}"
     )
 
 

@@ -60,6 +60,51 @@ DOCUMENTS: list[type[Document]] = [
 ]
 
 
+API_DESCRIPTION = """\
+Log in with **Authorize**: the username is your **email**. Register first at
+`POST /auth/register`, or use the development admin `make run` prints.
+
+Money is an exact decimal string (`"12.50"`), never a float. Every error is
+`application/problem+json` with a stable `code`. `POST /order/pay/` and
+`POST /order/{order_id}/return/` need an `Idempotency-Key` header: retrying with the same
+key never charges or refunds twice.
+"""
+
+TAGS = [
+    {
+        "name": "accounts",
+        "description": "Register, log in (OAuth2 password flow, the username "
+        "is the email), refresh and log out.",
+    },
+    {"name": "catalog", "description": "Products: anyone browses; admins add and change them."},
+    {
+        "name": "cart",
+        "description": "The caller's cart, priced with the discounts that apply "
+        "now, and its promo code.",
+    },
+    {
+        "name": "orders",
+        "description": "Checkout from the cart, payment, cancellation and the "
+        "order history. Unpaid orders are cancelled after the payment timeout.",
+    },
+    {
+        "name": "returns",
+        "description": "Returning items of a paid order, refunds, and the admins' return queue.",
+    },
+    {
+        "name": "discounts",
+        "description": "Product sales and cart discounts, automatic or "
+        "behind a promo code (admin).",
+    },
+    {"name": "admin", "description": "Staff views: every order in full, customers by email."},
+    {
+        "name": "operations",
+        "description": "Liveness, readiness and Prometheus metrics, for "
+        "the machines around the service.",
+    },
+]
+
+
 def create_app(settings: AppSettings | None = None) -> FastAPI:
     settings = settings or get_settings()
 
@@ -98,6 +143,8 @@ def create_app(settings: AppSettings | None = None) -> FastAPI:
         title="shop",
         version="0.1.0",
         summary="Online store backend: catalog, cart, orders, payments, discounts and returns.",
+        description=API_DESCRIPTION,
+        openapi_tags=TAGS,
         lifespan=lifespan,
         docs_url=None,  # served by install_docs, without a CDN
         redoc_url=None,

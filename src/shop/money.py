@@ -20,5 +20,15 @@ _as_string = PlainSerializer(lambda d: str(round_money(d)), return_type=str, whe
 # string so no client parses it into a binary floating-point number by accident.
 # Validated amounts are brought to exactly 2 places, so 5 is stored as 5.00.
 _two_places = AfterValidator(lambda d: d.quantize(CENT))
-Money = Annotated[Decimal, Field(ge=0, max_digits=14, decimal_places=2), _two_places, _as_string]
-Price = Annotated[Decimal, Field(gt=0, max_digits=14, decimal_places=2), _two_places, _as_string]
+Money = Annotated[
+    Decimal,
+    Field(ge=0, max_digits=14, decimal_places=2, examples=["12.50"]),
+    _two_places,
+    _as_string,
+]
+Price = Annotated[
+    Decimal,
+    Field(gt=0, max_digits=14, decimal_places=2, examples=["12.50"]),
+    _two_places,
+    _as_string,
+]

@@ -3,6 +3,7 @@ throttled."""
 
 import pymongo
 from fastapi import APIRouter, Request, Response
+from fastapi.responses import RedirectResponse
 from pymongo.errors import PyMongoError
 
 from shop.docs import responses
@@ -13,6 +14,12 @@ router = APIRouter(tags=["operations"])
 
 # How long readiness waits for the database: a load balancer's probe is short.
 READY_TIMEOUT_SECONDS = 2.0
+
+
+@router.get("/", include_in_schema=False)
+async def home() -> RedirectResponse:
+    """The interactive docs are the front page."""
+    return RedirectResponse("/docs")
 
 
 @router.get("/health", summary="Is the process alive")

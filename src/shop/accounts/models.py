@@ -6,7 +6,7 @@ from beanie import Document, Indexed
 from pydantic import Field
 
 from shop.clock import utcnow
-from shop.errors import Conflict
+from shop.errors import Conflict, ShopError
 
 
 class Role(StrEnum):
@@ -16,6 +16,10 @@ class Role(StrEnum):
 
 class EmailTaken(Conflict):
     code, title = "email_taken", "Email already registered"
+
+
+class FormExpected(ShopError):
+    status, code, title = 415, "form_expected", "Send the credentials as form fields"
 
 
 def normalize_email(email: str) -> str:

@@ -1,12 +1,11 @@
 from datetime import timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, status
-from fastapi.security import OAuth2PasswordRequestForm
+from fastapi import APIRouter, Depends, Form, Request, status
 
 from shop.accounts import service, tokens
-from shop.accounts.models import EmailTaken, User
-from shop.accounts.schemas import RefreshRequest, RegisterRequest, TokenOut, UserOut
+from shop.accounts.models import EmailTaken, FormExpected, User
+from shop.accounts.schemas import LoginForm, RefreshRequest, RegisterRequest, TokenOut, UserOut
 from shop.accounts.security import Principal, create_access_token
 from shop.accounts.tokens import InvalidRefreshToken, RefreshTokenReused
 from shop.clock import utcnow
@@ -27,6 +26,7 @@ def _out(user: User) -> UserOut:
     "/register",
     status_code=status.HTTP_201_CREATED,
     responses=responses(EmailTaken, TooManyRequests, Busy),
+    summary="Create a customer account",
 )
 async def register(
     body: RegisterRequest, hashing: Hashing, throttles: Throttled, address: ClientAddress
@@ -35,9 +35,25 @@ async def register(
     return _out(await service.register(body.email, body.password, hashing, throttles, address))
 
 
-@router.post("/token", responses=responses(InvalidCredentials, TooManyRequests, Busy))
+async def _form_body(request: Request) -> None:
+    """The OAuth2 password flow posts form fields; a JSON body gets a hint, not 'Field
+    required'."""
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type == "application/json":
+        raise FormExpected(
+            "POST /auth/token takes form fields (application/x-www-form-urlencoded): "
+            "username=<your email>&password=<your password>"
+        )
+
+
+@router.post(
+    "/token",
+    dependencies=[Depends(_form_body)],
+    responses=responses(InvalidCredentials, FormExpected, TooManyRequests, Busy),
+    summary="Log in (email and password as form fields)",
+)
 async def token(
-    form: Annotated[OAuth2PasswordRequestForm, Depends()],
+    form: Annotated[LoginForm, Form()],
     settings: Settings,
     key: SigningKey,
     hashing: Hashing,
@@ -56,7 +72,11 @@ async def token(
     )
 
 
-@router.post("/refresh", responses=responses(InvalidRefreshToken, RefreshTokenReused))
+@router.post(
+    "/refresh",
+    responses=responses(InvalidRefreshToken, RefreshTokenReused),
+    summary="Trade a refresh token for new tokens",
+)
 async def refresh(body: RefreshRequest, settings: Settings, key: SigningKey) -> TokenOut:
     """A new access token and a new refresh token for a refresh token, which is spent.
 
@@ -69,7 +89,11 @@ async def refresh(body: RefreshRequest, settings: Settings, key: SigningKey) -> 
     return await _token_pair(user, settings, key, next_refresh)
 
 
-@router.post("/logout", status_code=status.HTTP_204_NO_CONTENT)
+@router.post(
+    "/logout",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Log out: revoke the refresh token's login",
+)
 async def logout(body: RefreshRequest) -> None:
     """End the login the refresh token belongs to: none of its refresh tokens works again.
     Access tokens already issued run out by themselves, within minutes."""
@@ -93,8 +117,9 @@ async def _token_pair(user: User, settings: AppSettings, key: str, refresh_token
     )
 
 
-@router.get("/me", responses=responses(NotFound))
+@router.get("/me", responses=responses(NotFound), summary="The account the token belongs to")
 async def me(principal: CurrentUser) -> UserOut:
+    """The caller's account: id, email and role."""
     user = await User.get(principal.id)
     if user is None:
         raise NotFound("The account no longer exists")

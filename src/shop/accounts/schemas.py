@@ -9,10 +9,31 @@ Password = Annotated[str, Field(min_length=8, max_length=128)]
 
 
 class RegisterRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"email": "ann@example.com", "password": "correct horse battery"}]
+        },
+    )
 
     email: Annotated[EmailStr, StringConstraints(max_length=254)]
     password: Password
+
+
+class LoginForm(BaseModel):
+    """The OAuth2 password flow's form: the username is the account's email."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"username": "ann@example.com", "password": "correct horse battery"}]
+        }
+    )
+
+    username: str = Field(
+        max_length=254, description="The account's email address", examples=["ann@example.com"]
+    )
+    password: str = Field(max_length=128, examples=["correct horse battery"])
+    grant_type: str | None = Field(default=None, pattern="^password$")
 
 
 class UserOut(BaseModel):

@@ -36,7 +36,11 @@ def _summary(order: Order) -> OrderSummary:
     )
 
 
-@router.get("/orders/", responses=responses(InvalidCursor, Forbidden))
+@router.get(
+    "/orders/",
+    responses=responses(InvalidCursor, Forbidden),
+    summary="List every customer's orders",
+)
 async def list_orders(
     _: AdminUser,
     providers: PaymentProviders,
@@ -60,7 +64,11 @@ async def list_orders(
     return found.shaped(_summary)
 
 
-@router.get("/orders/{order_id}", responses=responses(OrderNotFound, Forbidden))
+@router.get(
+    "/orders/{order_id}",
+    responses=responses(OrderNotFound, Forbidden),
+    summary="One order, in full, for support",
+)
 async def get_order(
     order_id: PydanticObjectId, _: AdminUser, providers: PaymentProviders
 ) -> AdminOrderOut:
@@ -75,7 +83,9 @@ async def get_order(
     )
 
 
-@router.get("/users/", responses=responses(InvalidCursor, Forbidden))
+@router.get(
+    "/users/", responses=responses(InvalidCursor, Forbidden), summary="Find customer accounts"
+)
 async def list_users(
     _: AdminUser,
     email: str | None = Query(

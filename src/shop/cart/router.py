@@ -42,7 +42,7 @@ def cart_out(quote: Quote) -> CartOut:
     )
 
 
-@router.get("/")
+@router.get("/", summary="See the cart, priced")
 async def view_cart(user: CurrentUser, settings: Settings, catalog: Catalog) -> CartOut:
     """The caller's cart, priced from the catalog now (as of a few seconds at most)."""
     cart = await Cart.of_user(user.id)
@@ -52,6 +52,7 @@ async def view_cart(user: CurrentUser, settings: Settings, catalog: Catalog) -> 
 @router.post(
     "/add/",
     responses=responses(ProductNotFound, InsufficientStock, CartFull, LineQuantityExceeded),
+    summary="Add a product to the cart",
 )
 async def add_to_cart(
     body: AddToCart, user: CurrentUser, settings: Settings, catalog: Catalog
@@ -64,7 +65,11 @@ async def add_to_cart(
     return cart_out(await quote_cart(cart, settings.currency, catalog))
 
 
-@router.delete("/remove/", responses=responses(CartItemNotFound))
+@router.delete(
+    "/remove/",
+    responses=responses(CartItemNotFound),
+    summary="Remove units or a whole line from the cart",
+)
 async def remove_from_cart(
     user: CurrentUser,
     settings: Settings,
@@ -74,6 +79,7 @@ async def remove_from_cart(
         int | None, Query(gt=0, le=10_000, description="Omit to remove the whole line")
     ] = None,
 ) -> CartOut:
+    """Takes `quantity` units off the line, or the whole line when `quantity` is omitted."""
     cart = await Cart.remove_item(user.id, product_id, quantity)
     return cart_out(await quote_cart(cart, settings.currency, catalog))
 
@@ -83,6 +89,7 @@ async def remove_from_cart(
     responses=responses(
         DiscountNotFound, DiscountMinSubtotalNotMet, DiscountPerUserLimitReached, TooManyRequests
     ),
+    summary="Apply a promo code",
 )
 async def apply_discount_code(
     body: ApplyCode, user: CurrentUser, settings: Settings, throttles: Throttled
@@ -98,7 +105,7 @@ async def apply_discount_code(
     return cart_out(quote)
 
 
-@router.delete("/discount/")
+@router.delete("/discount/", summary="Remove the promo code")
 async def remove_discount_code(user: CurrentUser, settings: Settings, catalog: Catalog) -> CartOut:
     """Take the promo code off the cart (a cart without one is left as it is)."""
     cart = await Cart.set_discount_code(user.id, None)

@@ -9,7 +9,10 @@ Quantity = Annotated[int, Field(strict=True, gt=0, le=10_000)]
 
 
 class AddToCart(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"product_id": "6b0b40343079af398e056a8e", "quantity": 2}]},
+    )
 
     product_id: PydanticObjectId
     quantity: Quantity = 1
@@ -42,6 +45,38 @@ class CartDiscountOut(BaseModel):
 
 
 class CartOut(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "items": [
+                        {
+                            "product_id": "6b0b40343079af398e056a8e",
+                            "name": "Enamel mug",
+                            "unit_price": "12.50",
+                            "quantity": 2,
+                            "line_subtotal": "25.00",
+                            "discount": "0.00",
+                            "line_total": "25.00",
+                            "available": True,
+                            "in_stock": True,
+                        }
+                    ],
+                    "total_quantity": 2,
+                    "subtotal": "25.00",
+                    "cart_discount": {
+                        "code": "WELCOME10",
+                        "amount": "2.50",
+                        "applied": True,
+                        "reason": None,
+                    },
+                    "total": "22.50",
+                    "currency": "EUR",
+                }
+            ]
+        }
+    )
+
     items: list[CartLineOut]
     total_quantity: int
     subtotal: Money = Field(description="Sum of the available lines' totals")
@@ -51,6 +86,8 @@ class CartOut(BaseModel):
 
 
 class ApplyCode(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"code": "WELCOME10"}]}
+    )
 
     code: Annotated[str, Field(min_length=1, max_length=64)]

@@ -3,7 +3,7 @@ from fastapi import APIRouter, status
 
 from shop.catalog.models import Product, ProductNotFound
 from shop.catalog.schemas import ProductCreate, ProductOut, ProductUpdate
-from shop.deps import AdminUser, OptionalUser
+from shop.deps import OPTIONAL_TOKEN, AdminUser, OptionalUser
 from shop.docs import responses
 from shop.errors import Forbidden
 from shop.pagination import Cursor, InvalidCursor, Limit, Page, page_by_id
@@ -15,7 +15,12 @@ def _out(product: Product) -> ProductOut:
     return ProductOut.model_validate(product, from_attributes=True)
 
 
-@router.get("/", responses=responses(InvalidCursor))
+@router.get(
+    "/",
+    openapi_extra=OPTIONAL_TOKEN,
+    responses=responses(InvalidCursor),
+    summary="Browse the catalog",
+)
 async def list_products(
     user: OptionalUser,
     limit: Limit = 20,
@@ -26,27 +31,48 @@ async def list_products(
     return (await page_by_id(Product, query, limit, cursor)).shaped(_out)
 
 
-@router.get("/{product_id}", responses=responses(ProductNotFound))
+@router.get(
+    "/{product_id}",
+    openapi_extra=OPTIONAL_TOKEN,
+    responses=responses(ProductNotFound),
+    summary="One product",
+)
 async def get_product(product_id: PydanticObjectId, user: OptionalUser) -> ProductOut:
+    """Customers see active products only (a withdrawn one is 404); admins see every product."""
     admin = bool(user and user.is_admin)
     return _out(Product.visible_or_raise(await Product.get(product_id), admin))
 
 
-@router.post("/", status_code=status.HTTP_201_CREATED, responses=responses(Forbidden))
+@router.post(
+    "/",
+    status_code=status.HTTP_201_CREATED,
+    responses=responses(Forbidden),
+    summary="Add a product (admin)",
+)
 async def create_product(body: ProductCreate, _: AdminUser) -> ProductOut:
+    """A new product, active by default. Prices are exact decimal strings (`"12.50"`)."""
     product = Product(**body.model_dump())
     await product.insert()
     return _out(product)
 
 
-@router.patch("/{product_id}", responses=responses(ProductNotFound, Forbidden))
+@router.patch(
+    "/{product_id}",
+    responses=responses(ProductNotFound, Forbidden),
+    summary="Change a product (admin)",
+)
 async def update_product(
     product_id: PydanticObjectId, body: ProductUpdate, _: AdminUser
 ) -> ProductOut:
+    """Only the fields given change. A new `stock` is counted as received, for the books."""
     return _out(await Product.update_fields(product_id, body.model_dump(exclude_none=True)))
 
 
-@router.delete("/{product_id}", responses=responses(ProductNotFound, Forbidden))
+@router.delete(
+    "/{product_id}",
+    responses=responses(ProductNotFound, Forbidden),
+    summary="Withdraw a product (admin)",
+)
 async def deactivate_product(product_id: PydanticObjectId, _: AdminUser) -> ProductOut:
     """Deactivate: the product leaves the catalog, orders keep their history."""
     return _out(await Product.update_fields(product_id, {"active": False}))

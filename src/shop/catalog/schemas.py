@@ -12,7 +12,19 @@ Stock = Annotated[int, Field(strict=True, ge=0, le=1_000_000_000)]
 
 
 class ProductCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "Enamel mug",
+                    "description": "Camp mug, 350 ml, white with a blue rim.",
+                    "price": "12.50",
+                    "stock": 40,
+                }
+            ]
+        },
+    )
 
     name: Name
     description: Description = ""

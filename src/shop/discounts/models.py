@@ -18,7 +18,7 @@ from pymongo.errors import DuplicateKeyError
 
 from shop.clock import as_utc, utcnow
 from shop.documents import to_bson
-from shop.errors import ConcurrentUpdate, Conflict, NotFound, Unprocessable
+from shop.errors import ConcurrentUpdate, Conflict, NotFound, Unprocessable, field_path
 from shop.money import Money, Price, round_money
 
 
@@ -189,11 +189,17 @@ class Discount(Document):
             DiscountFields.model_validate(definition | changes)
         except ValidationError as invalid:
             errors = [
-                {"loc": ["body", *e["loc"]], "msg": e["msg"], "type": e["type"]}
+                {
+                    "field": field_path(("body", *e["loc"])),
+                    "in": "body",
+                    "msg": e["msg"].removeprefix("Value error, "),
+                    "type": e["type"],
+                    "loc": ["body", *e["loc"]],
+                }
                 for e in invalid.errors(include_context=False)
             ]
-            fields = ", ".join(".".join(map(str, e["loc"])) for e in errors)
-            raise InvalidDiscount(f"Invalid fields: {fields}", errors=errors) from None
+            detail = "; ".join(f"{e['field'] or 'body'}: {e['msg']}" for e in errors)
+            raise InvalidDiscount(f"Invalid fields: {detail}", errors=errors) from None
         raw = await cls.get_pymongo_collection().find_one_and_update(
             {"_id": discount_id, **to_bson(definition)},
             {"$set": to_bson(changes) | {"updated_at": utcnow()}},

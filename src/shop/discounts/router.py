@@ -21,23 +21,34 @@ def _out(discount: Discount) -> DiscountOut:
 
 
 @router.post(
-    "/", status_code=status.HTTP_201_CREATED, responses=responses(DiscountCodeTaken, Forbidden)
+    "/",
+    status_code=status.HTTP_201_CREATED,
+    responses=responses(DiscountCodeTaken, Forbidden),
+    summary="Create a discount (admin)",
 )
 async def create_discount(body: DiscountCreate, _: AdminUser) -> DiscountOut:
+    """A product sale (`scope=product`, on `product_ids`) or a cart discount, automatic or
+    behind a `code`; `percent` off, or a `fixed` amount."""
     return _out(await Discount.define(body))
 
 
-@router.get("/", responses=responses(InvalidCursor, Forbidden))
+@router.get("/", responses=responses(InvalidCursor, Forbidden), summary="List discounts (admin)")
 async def list_discounts(
     _: AdminUser,
     limit: Limit = 20,
     cursor: Cursor = None,
 ) -> Page[DiscountOut]:
+    """Every discount, active or not, a page at a time."""
     return (await page_by_id(Discount, {}, limit, cursor)).shaped(_out)
 
 
-@router.get("/{discount_id}", responses=responses(DiscountNotFound, Forbidden))
+@router.get(
+    "/{discount_id}",
+    responses=responses(DiscountNotFound, Forbidden),
+    summary="One discount (admin)",
+)
 async def get_discount(discount_id: PydanticObjectId, _: AdminUser) -> DiscountOut:
+    """A discount with how often it was used."""
     discount = await Discount.get(discount_id)
     if discount is None:
         raise DiscountNotFound()
@@ -47,6 +58,7 @@ async def get_discount(discount_id: PydanticObjectId, _: AdminUser) -> DiscountO
 @router.patch(
     "/{discount_id}",
     responses=responses(DiscountNotFound, InvalidDiscount, ConcurrentUpdate, Forbidden),
+    summary="Change a discount (admin)",
 )
 async def update_discount(
     discount_id: PydanticObjectId, body: DiscountUpdate, _: AdminUser
@@ -55,7 +67,11 @@ async def update_discount(
     return _out(await Discount.update_fields(discount_id, body.model_dump(exclude_unset=True)))
 
 
-@router.delete("/{discount_id}", responses=responses(DiscountNotFound, Forbidden))
+@router.delete(
+    "/{discount_id}",
+    responses=responses(DiscountNotFound, Forbidden),
+    summary="Deactivate a discount (admin)",
+)
 async def deactivate_discount(discount_id: PydanticObjectId, _: AdminUser) -> DiscountOut:
     """Deactivate: it no longer applies to carts; placed orders keep it."""
     return _out(await Discount.deactivate(discount_id))

@@ -9,7 +9,21 @@ from shop.money import Money, Price
 
 
 class DiscountCreate(DiscountFields):
-    pass
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "Welcome, 10 % off",
+                    "scope": "cart",
+                    "kind": "percent",
+                    "value": "10",
+                    "code": "WELCOME10",
+                    "per_user_limit": 1,
+                }
+            ]
+        },
+    )
 
 
 class DiscountUpdate(BaseModel):

@@ -406,8 +406,16 @@ class Order(VersionedDocument):
         if now > as_utc(self.paid_at) + window:
             raise ReturnWindowClosed()
         lines = {product_id: self.line_for(product_id) for product_id in quantities}
-        if over := [str(p) for p, q in quantities.items() if q > lines[p].returnable_quantity]:
-            raise ReturnQuantityExceeded(products=over)
+        if over := [p for p, q in quantities.items() if q > lines[p].returnable_quantity]:
+            told = "; ".join(
+                f"product {p}: {quantities[p]} asked, {lines[p].returnable_quantity} left to return"
+                for p in over
+            )
+            raise ReturnQuantityExceeded(
+                f"More units than can still be returned: {told}",
+                products=[str(p) for p in over],
+                returnable={str(p): lines[p].returnable_quantity for p in over},
+            )
         amounts = {}
         for product_id, quantity in quantities.items():
             line = lines[product_id]

@@ -55,6 +55,7 @@ def order_summary(order: Order) -> OrderSummary:
     "/create/",
     status_code=status.HTTP_201_CREATED,
     responses=responses(CartEmpty, InsufficientStock, ProductUnavailable),
+    summary="Place an order from the cart",
 )
 async def create_order(user: CurrentUser, settings: Settings) -> OrderOut:
     """Order what is in the cart. Stock is reserved until payment or the payment deadline."""
@@ -77,6 +78,7 @@ async def create_order(user: CurrentUser, settings: Settings) -> OrderOut:
         IdempotencyKeyReused,
         UnknownPaymentMethod,
     ),
+    summary="Pay an order",
 )
 async def pay_order(
     body: PayRequest,
@@ -109,7 +111,7 @@ async def pay_order(
     )
 
 
-@router.get("/history/", responses=responses(InvalidCursor))
+@router.get("/history/", responses=responses(InvalidCursor), summary="Your orders, newest first")
 async def order_history(
     user: CurrentUser,
     providers: PaymentProviders,
@@ -127,6 +129,7 @@ async def order_history(
 @router.post(
     "/{order_id}/cancel/",
     responses=responses(OrderNotFound, OrderAlreadyPaid, OrderCancelled, PaymentInProgress),
+    summary="Cancel an unpaid order",
 )
 async def cancel_order(
     order_id: PydanticObjectId, user: CurrentUser, providers: PaymentProviders
@@ -135,7 +138,7 @@ async def cancel_order(
     return order_out(await service.cancel_order(order_id, user.id, providers))
 
 
-@router.get("/{order_id}/", responses=responses(OrderNotFound))
+@router.get("/{order_id}/", responses=responses(OrderNotFound), summary="One of your orders")
 async def get_order(
     order_id: PydanticObjectId, user: CurrentUser, providers: PaymentProviders
 ) -> OrderOut:

@@ -10,7 +10,18 @@ from shop.orders.models import OrderStatus
 
 
 class PayRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "order_id": "6b0c7a1e2f3d4c5b6a798012",
+                    "provider": "mock",
+                    "payment_method": "pm_card_visa",
+                }
+            ]
+        },
+    )
 
     order_id: PydanticObjectId
     provider: Literal["mock"] = "mock"

@@ -59,6 +59,7 @@ def return_out(request: ReturnRequest) -> ReturnOut:
         IdempotencyKeyInUse,
         IdempotencyKeyReused,
     ),
+    summary="Return items of a paid order",
 )
 async def request_return(
     order_id: PydanticObjectId,
@@ -89,10 +90,15 @@ async def request_return(
     )
 
 
-@router.get("/{order_id}/return_status/", responses=responses(OrderNotFound))
+@router.get(
+    "/{order_id}/return_status/",
+    responses=responses(OrderNotFound),
+    summary="The returns of an order and their refunds",
+)
 async def return_status(
     order_id: PydanticObjectId, user: CurrentUser, providers: PaymentProviders
 ) -> ReturnStatusOut:
+    """The order's status, what was refunded in all, and each return with its items and status."""
     order = await read_and_settle(order_id, user.id, providers)
     assert order.id is not None
     return ReturnStatusOut(
@@ -103,7 +109,9 @@ async def return_status(
     )
 
 
-@admin_router.get("/", responses=responses(InvalidCursor, Forbidden))
+@admin_router.get(
+    "/", responses=responses(InvalidCursor, Forbidden), summary="List returns (admin)"
+)
 async def list_returns(
     _: AdminUser,
     status: ReturnStatus | None = None,
@@ -118,6 +126,7 @@ async def list_returns(
 @admin_router.post(
     "/{return_id}/approve",
     responses=responses(ReturnNotFound, IllegalReturnTransition, Forbidden),
+    summary="Approve a return and refund it (admin)",
 )
 async def approve_return(
     return_id: PydanticObjectId, _: AdminUser, providers: PaymentProviders
@@ -130,10 +139,13 @@ async def approve_return(
 @admin_router.post(
     "/{return_id}/reject",
     responses=responses(ReturnNotFound, IllegalReturnTransition, Forbidden),
+    summary="Reject a return (admin)",
 )
 async def reject_return(
     return_id: PydanticObjectId, _: AdminUser, body: RejectReturn | None = None
 ) -> ReturnOut:
+    """Reject a requested return: its units become returnable again. The optional `reason`
+    is kept."""
     request = await service.get_return(return_id)
     reason = body.reason if body else None
     return return_out(await service.reject_return(request, reason))

@@ -18,7 +18,23 @@ class ReturnItemIn(BaseModel):
 
 
 class ReturnCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "items": [
+                        {
+                            "product_id": "6b0b40343079af398e056a8e",
+                            "quantity": 1,
+                            "reason": "damaged",
+                        }
+                    ],
+                    "note": "The rim was chipped",
+                }
+            ]
+        },
+    )
 
     items: Annotated[list[ReturnItemIn], Field(min_length=1, max_length=100)]
     note: Annotated[str, Field(max_length=2000)] | None = None
