@@ -43,3 +43,8 @@ async def test_the_client_journals_majority_writes_and_reads_the_primary_whateve
         assert client.write_concern.document == {"w": "majority", "j": True}
     finally:
         await client.close()
+
+
+def test_production_refuses_a_development_admin() -> None:
+    with pytest.raises(ValueError, match="SHOP_DEV_ADMIN"):
+        AppSettings(environment="production", secret_key="k" * 40, dev_admin=True)

@@ -5,6 +5,8 @@ import io
 import json
 import logging
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -170,3 +172,11 @@ def test_metrics_add_up_every_workers_figures(tmp_path: Path) -> None:
     finally:
         log = stop(shop, tmp_path)
     assert shop.returncode == 0, log
+
+
+def test_shop_serve_sets_up_metrics_before_anything_imports_prometheus() -> None:
+    """prometheus-client picks its multiprocess mode when first imported: the CLI module
+    must not import it before ``shop serve`` has set PROMETHEUS_MULTIPROC_DIR."""
+    probe = "import sys, shop.cli; print('prometheus_client' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert result.stdout.strip() == "False", result.stderr

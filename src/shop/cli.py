@@ -1,18 +1,22 @@
-"""``shop serve``: run the API, starting the embedded database when no URL is configured."""
+"""``shop serve`` runs the API, starting the embedded database when no URL is configured;
+``shop create-admin`` makes an admin account; ``shop audit`` checks the books."""
 
 import argparse
 import asyncio
+import getpass
 import json
 import logging
 import os
 import shutil
 import signal
 import sys
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 
-from shop.config import AppSettings
+from shop.config import DEV_ADMIN_EMAIL, AppSettings
 from shop.embedded import EmbeddedMongo, Supervisor, running_url
 from shop.server import DeadlineHttpToolsProtocol
 
@@ -29,9 +33,19 @@ def main(argv: list[str] | None = None) -> None:
         "audit", help="check the books over the whole database; exit 1 naming every violation"
     )
     audit.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    create_admin = commands.add_parser(
+        "create-admin", help="create an admin account, or make an account admin"
+    )
+    create_admin.add_argument("email")
+    create_admin.add_argument(
+        "--password-stdin", action="store_true", help="read the password from standard input"
+    )
     args = parser.parse_args(argv)
     if args.command == "audit":
-        sys.exit(_audit(AppSettings(), as_json=args.json))
+        sys.exit(_with_database(AppSettings(), lambda s: _print_audit(s, as_json=args.json)))
+    if args.command == "create-admin":
+        password = _read_password(from_stdin=args.password_stdin)
+        sys.exit(_with_database(AppSettings(), lambda s: _create_admin(s, args.email, password)))
 
     if args.demo_data:
         os.environ["SHOP_DEMO_DATA"] = "true"
@@ -45,6 +59,7 @@ def main(argv: list[str] | None = None) -> None:
     args.port = args.port or settings.port
     args.workers = args.workers or settings.workers
     settings.signing_key()  # a development key is made once, before any worker starts
+    _announce(settings, args.host, args.port)
     if settings.mongodb_url is not None:
         _serve(args)
         return
@@ -78,26 +93,43 @@ def _share_metrics(directory: Path) -> None:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
 
 
-def _audit(settings: AppSettings, *, as_json: bool) -> int:
-    """The books of the configured database; or of the embedded one in the data directory,
-    through the running ``shop serve`` when there is one, else started for the audit."""
+def _announce(settings: AppSettings, host: str, port: int) -> None:
+    """Where the API will answer, and in development the admin's credentials: on standard
+    output, for the person who started it (never in the log)."""
+    base = f"http://{host}:{port}"
+    print(f"shop: the API at {base}/ and its docs at {base}/docs", flush=True)
+    if settings.dev_admin:
+        password = settings.dev_admin_password()
+        print(f"shop: development admin {DEV_ADMIN_EMAIL}, password {password}", flush=True)
+
+
+def _with_database(settings: AppSettings, work: Callable[[str], Coroutine[Any, Any, int]]) -> int:
+    """Run ``work`` on the configured database; or on the embedded one in the data directory,
+    through the running ``shop serve`` when there is one, else started for the while."""
     if settings.mongodb_url is not None:
-        return asyncio.run(_print_audit(settings.mongodb_url, settings, as_json))
+        return asyncio.run(work(settings.mongodb_url))
     storage = settings.data_dir.resolve() / "db"
     if (url := running_url(storage)) is not None:
-        return asyncio.run(_print_audit(url, settings, as_json))
+        return asyncio.run(work(url))
     with EmbeddedMongo(storage) as database:
-        return asyncio.run(_print_audit(database.url, settings, as_json))
+        return asyncio.run(work(database.url))
 
 
-async def _print_audit(url: str, settings: AppSettings, as_json: bool) -> int:
-    from shop.audit import audit
+async def _connected(url: str, settings: AppSettings, build_indexes: bool) -> Any:
     from shop.db import connect, init_database
     from shop.main import DOCUMENTS
 
     client = connect(url, selection_timeout=settings.db_selection_timeout_seconds)
+    await init_database(client, settings.db_name, DOCUMENTS, build_indexes=build_indexes)
+    return client
+
+
+async def _print_audit(url: str, *, as_json: bool) -> int:
+    from shop.audit import audit
+
+    settings = AppSettings()
+    client = await _connected(url, settings, build_indexes=False)
     try:
-        await init_database(client, settings.db_name, DOCUMENTS, build_indexes=False)
         violations = await audit()
     finally:
         await client.close()
@@ -108,6 +140,30 @@ async def _print_audit(url: str, settings: AppSettings, as_json: bool) -> int:
             print(violation)
         print(f"{len(violations)} violation(s)" if violations else "the books balance")
     return 1 if violations else 0
+
+
+def _read_password(*, from_stdin: bool) -> str:
+    if from_stdin or not sys.stdin.isatty():
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = getpass.getpass("Password (8 characters at least): ")
+    if len(password) < 8:
+        sys.exit("shop: the password must have 8 characters at least")
+    return password
+
+
+async def _create_admin(url: str, email: str, password: str) -> int:
+    from shop.accounts.security import PasswordHashing
+    from shop.accounts.service import ensure_admin
+
+    settings = AppSettings()
+    client = await _connected(url, settings, build_indexes=True)
+    try:
+        await ensure_admin(email, password, PasswordHashing(settings.password_hash_concurrency))
+    finally:
+        await client.close()
+    print(f"shop: {email.strip().lower()} is an admin; log in with that email as the username")
+    return 0
 
 
 _GAVE_UP = "shop: the embedded database stopped and could not be restarted; see the log above"

@@ -10,6 +10,9 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+# The development admin (SHOP_DEV_ADMIN, set by `make run`); never in production.
+DEV_ADMIN_EMAIL = "admin@example.com"
+
 
 class AppSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SHOP_", extra="ignore")
@@ -24,6 +27,9 @@ class AppSettings(BaseSettings):
     admin_email: str | None = None
     admin_password: SecretStr | None = None
     demo_data: bool = False
+    # Development only (`make run` sets it): an admin account, admin@example.com, with a
+    # password made once and kept in the data directory, printed at start-up.
+    dev_admin: bool = False
     currency: str = Field(default="EUR", pattern=r"^[A-Z]{3}$")
     payment_timeout_seconds: float = Field(default=1800, gt=0)
     # How long a payment attempt holds its order. An attempt whose process died is settled
@@ -80,21 +86,27 @@ class AppSettings(BaseSettings):
     def _production_needs_a_secret(self) -> "AppSettings":
         if self.environment == "production" and self.secret_key is None:
             raise ValueError("SHOP_SECRET_KEY must be set when SHOP_ENVIRONMENT=production")
+        if self.environment == "production" and self.dev_admin:
+            raise ValueError("SHOP_DEV_ADMIN is for development; set SHOP_ADMIN_* instead")
         return self
+
+    def dev_admin_password(self) -> str:
+        """The development admin's password, made once and kept in the data directory."""
+        return _kept_secret(self.data_dir, "dev_admin_password", length=12)
 
     def signing_key(self) -> str:
         """The JWT signing key: the configured one, or a development key kept in the data dir."""
         if self.secret_key is not None:
             return self.secret_key.get_secret_value()
-        return _development_key(self.data_dir)
+        return _kept_secret(self.data_dir, "secret_key", length=48)
 
 
-def _development_key(data_dir: Path) -> str:
-    path = data_dir / "secret_key"
+def _kept_secret(data_dir: Path, name: str, length: int) -> str:
+    path = data_dir / name
     if not path.exists():
         data_dir.mkdir(parents=True, exist_ok=True)
-        draft = data_dir / f".secret_key.{secrets.token_hex(8)}"
-        draft.write_text(secrets.token_urlsafe(48))
+        draft = data_dir / f".{name}.{secrets.token_hex(8)}"
+        draft.write_text(secrets.token_urlsafe(length))
         draft.chmod(0o600)
         # link() never replaces: when several workers start at once, the first key wins.
         with contextlib.suppress(FileExistsError):

@@ -22,7 +22,7 @@ from shop.cart.router import router as cart_router
 from shop.catalog.models import Product
 from shop.catalog.router import router as catalog_router
 from shop.catalog_cache import CatalogCache
-from shop.config import AppSettings, get_settings
+from shop.config import DEV_ADMIN_EMAIL, AppSettings, get_settings
 from shop.db import connect, init_database
 from shop.demo import create_demo_catalog
 from shop.discounts.models import Discount, DiscountUsage
@@ -126,6 +126,10 @@ def create_app(settings: AppSettings | None = None) -> FastAPI:
                     settings.admin_email,
                     settings.admin_password.get_secret_value(),
                     app.state.hashing,
+                )
+            if settings.dev_admin:  # refused in production by the settings
+                await ensure_admin(
+                    DEV_ADMIN_EMAIL, settings.dev_admin_password(), app.state.hashing
                 )
             if settings.demo_data and (created := await create_demo_catalog()):
                 log.info("created %d demo products", created)
