@@ -16,6 +16,7 @@ from shop.orders.service import sweep_overdue
 from tests.conftest import CommandLog
 from tests.explain import plan_of
 from tests.factories import (
+    Account,
     add_to_cart,
     make_discount,
     make_product,
@@ -45,46 +46,47 @@ CHECKOUT = [
 
 
 async def test_cart_requests_cost_one_command_each(
-    client: AsyncClient, app: FastAPI, db_commands: CommandLog
+    client: AsyncClient, app: FastAPI, db_commands: CommandLog, customer: Account
 ) -> None:
-    account = await make_user(app)
     product = await make_product(stock=100)
     other = await make_product(stock=100)
-    await add_to_cart(client, account, other, 1)  # the catalog cache now holds `other`
-    await view_cart(client, account)
+    await add_to_cart(client, customer, other, 1)  # the catalog cache now holds `other`
+    await view_cart(client, customer)
 
-    view = client.get("/cart/", headers=account.headers)
+    view = client.get("/cart/", headers=customer.headers)
     assert await round_trips(db_commands, view) == ["find carts"]
-    more = add_to_cart(client, account, other, 1)
+    more = add_to_cart(client, customer, other, 1)
     assert await round_trips(db_commands, more) == ["findAndModify carts"]
     # A new line: the increment misses, the push lands.
     await add_to_cart(client, await make_user(app), product, 1)  # someone else's: now cached
-    new_line = add_to_cart(client, account, product, 1)
+    new_line = add_to_cart(client, customer, product, 1)
     assert await round_trips(db_commands, new_line) == ["findAndModify carts"] * 2
-    some = client.delete(f"/cart/remove/?product_id={other.id}&quantity=1", headers=account.headers)
+    some = client.delete(
+        f"/cart/remove/?product_id={other.id}&quantity=1", headers=customer.headers
+    )
     assert await round_trips(db_commands, some) == ["findAndModify carts"]
-    line = client.delete(f"/cart/remove/?product_id={product.id}", headers=account.headers)
+    line = client.delete(f"/cart/remove/?product_id={product.id}", headers=customer.headers)
     assert await round_trips(db_commands, line) == ["findAndModify carts"]
     # Taking off as much as the line holds removes it: the decrement misses, the pull lands.
-    rest = client.delete(f"/cart/remove/?product_id={other.id}&quantity=1", headers=account.headers)
+    rest = client.delete(
+        f"/cart/remove/?product_id={other.id}&quantity=1", headers=customer.headers
+    )
     assert await round_trips(db_commands, rest) == ["findAndModify carts"] * 2
 
 
 async def test_a_cold_cache_costs_one_read_of_products_and_one_of_discounts(
-    client: AsyncClient, app: FastAPI, db_commands: CommandLog
+    client: AsyncClient, app: FastAPI, db_commands: CommandLog, customer: Account
 ) -> None:
-    account = await make_user(app)
-    await add_to_cart(client, account, await make_product(), 1)
+    await add_to_cart(client, customer, await make_product(), 1)
     app.state.catalog.forget("products", None)
     app.state.catalog.forget("discounts", None)
-    view = client.get("/cart/", headers=account.headers)
+    view = client.get("/cart/", headers=customer.headers)
     assert await round_trips(db_commands, view) == ["find carts", "find products", "find discounts"]
 
 
 async def test_a_per_customer_limit_costs_the_cart_one_read_of_the_customers_uses(
-    client: AsyncClient, app: FastAPI, db_commands: CommandLog
+    client: AsyncClient, db_commands: CommandLog, customer: Account
 ) -> None:
-    account = await make_user(app)
     product = await make_product()
     await make_discount(
         scope=DiscountScope.product,
@@ -93,8 +95,8 @@ async def test_a_per_customer_limit_costs_the_cart_one_read_of_the_customers_use
         product_ids=[product.id],
         per_user_limit=1,
     )
-    await add_to_cart(client, account, product, 1)
-    view = client.get("/cart/", headers=account.headers)
+    await add_to_cart(client, customer, product, 1)
+    view = client.get("/cart/", headers=customer.headers)
     assert await round_trips(db_commands, view) == ["find carts", "find discount_usage"]
 
 
@@ -110,11 +112,10 @@ async def test_checkout_costs_the_same_for_one_line_and_fifty(
 
 
 async def test_payment_history_and_detail_budgets(
-    client: AsyncClient, app: FastAPI, db_commands: CommandLog
+    client: AsyncClient, db_commands: CommandLog, customer: Account
 ) -> None:
-    account = await make_user(app)
-    order = await place_order(client, account, (await make_product(), 1))
-    assert await round_trips(db_commands, pay(client, account, order["id"])) == [
+    order = await place_order(client, customer, (await make_product(), 1))
+    assert await round_trips(db_commands, pay(client, customer, order["id"])) == [
         "insert idempotency_keys",  # the key, taken before anything runs
         "findAndModify orders",  # the order claimed for this attempt, if payable
         "insert mock_provider_charges",  # the provider's charge
@@ -122,23 +123,22 @@ async def test_payment_history_and_detail_budgets(
         "delete pending_orders",  # its payment window closed
         "findAndModify idempotency_keys",  # the outcome, kept for retries
     ]
-    history = client.get("/order/history/", headers=account.headers)
+    history = client.get("/order/history/", headers=customer.headers)
     assert await round_trips(db_commands, history) == ["find orders"]
-    detail = client.get(f"/order/{order['id']}/", headers=account.headers)
+    detail = client.get(f"/order/{order['id']}/", headers=customer.headers)
     assert await round_trips(db_commands, detail) == ["find orders"]
     assert await round_trips(db_commands, client.get("/products/")) == ["find products"]
 
 
 async def test_hot_queries_use_indexes(
-    client: AsyncClient, app: FastAPI, db_commands: CommandLog
+    client: AsyncClient, app: FastAPI, db_commands: CommandLog, customer: Account
 ) -> None:
     """Every query the history, the catalog and the overdue sweep really send is served by
     an index: the service's own commands, captured as they went out, are explained."""
-    account = await make_user(app)
-    await place_order(client, account, (await make_product(), 1))
+    await place_order(client, customer, (await make_product(), 1))
     db_commands.clear()
-    await client.get("/order/history/", headers=account.headers)
-    await client.get("/order/history/?status=paid", headers=account.headers)
+    await client.get("/order/history/", headers=customer.headers)
+    await client.get("/order/history/?status=paid", headers=customer.headers)
     await client.get("/products/")
     await sweep_overdue(app.state.payment_providers)
     finds = [c for c in db_commands.sent if "find" in c]
@@ -155,16 +155,15 @@ async def test_hot_queries_use_indexes(
 
 
 async def test_a_sale_costs_checkout_one_counted_redemption(
-    client: AsyncClient, app: FastAPI, db_commands: CommandLog
+    client: AsyncClient, db_commands: CommandLog, customer: Account
 ) -> None:
-    account = await make_user(app)
     product = await make_product(stock=10)
     await make_discount(
         scope=DiscountScope.product, kind=DiscountKind.percent, value="10", product_ids=[product.id]
     )
-    await add_to_cart(client, account, product, 1)
+    await add_to_cart(client, customer, product, 1)
     checkout = await round_trips(
-        db_commands, client.post("/order/create/", headers=account.headers)
+        db_commands, client.post("/order/create/", headers=customer.headers)
     )
     assert (
         checkout

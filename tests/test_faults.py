@@ -20,10 +20,10 @@ from shop.payments.mock import ProviderCharge, ProviderRefund
 from shop.returns.models import ReturnRequest, ReturnStatus
 from shop.returns.service import REFUND_RETRY_AFTER, retry_refunds
 from tests.factories import (
+    Account,
     add_to_cart,
     make_paid_order,
     make_product,
-    make_user,
     request_return,
     stock_of,
 )
@@ -69,17 +69,18 @@ async def fail_point(commands: list[str], mode: Any, **data: Any) -> AsyncIterat
         await admin.command({"configureFailPoint": "failCommand", "mode": "off"})
 
 
-async def test_a_failure_inside_checkout_changes_nothing(client: AsyncClient, app: FastAPI) -> None:
-    account = await make_user(app)
+async def test_a_failure_inside_checkout_changes_nothing(
+    client: AsyncClient, customer: Account
+) -> None:
     product = await make_product(stock=5)
-    await add_to_cart(client, account, product, 2)
+    await add_to_cart(client, customer, product, 2)
     # The order's insert passes, the payment window's insert fails: all is rolled back.
     async with fail_point(["insert"], {"skip": 1}, errorCode=2):
-        failed = await client.post("/order/create/", headers=account.headers)
+        failed = await client.post("/order/create/", headers=customer.headers)
     assert failed.status_code == 500
     assert failed.json()["code"] == "internal_error"
     assert await stock_of(product) == 5
-    cart = await Cart.find_one({"user_id": account.id})
+    cart = await Cart.find_one({"user_id": customer.id})
     assert cart is not None
     assert [(i.product_id, i.quantity) for i in cart.items] == [(product.id, 2)]
     assert await Order.count() == 0
@@ -87,15 +88,14 @@ async def test_a_failure_inside_checkout_changes_nothing(client: AsyncClient, ap
 
 
 async def test_checkout_retries_a_transient_error_and_reserves_once(
-    client: AsyncClient, app: FastAPI
+    client: AsyncClient, customer: Account
 ) -> None:
-    account = await make_user(app)
     product = await make_product(stock=5)
-    await add_to_cart(client, account, product, 2)
+    await add_to_cart(client, customer, product, 2)
     async with fail_point(
         ["insert"], {"times": 1}, errorCode=112, errorLabels=["TransientTransactionError"]
     ):
-        created = await client.post("/order/create/", headers=account.headers)
+        created = await client.post("/order/create/", headers=customer.headers)
     assert created.status_code == 201, created.text
     assert await stock_of(product) == 3
     assert await Order.count() == 1
@@ -109,16 +109,19 @@ async def test_checkout_retries_a_transient_error_and_reserves_once(
     ],
 )
 async def test_a_failure_after_approval_is_completed_later_without_refunding_twice(
-    client: AsyncClient, app: FastAPI, updates_before_failure: int, clock: ShiftedClock
+    client: AsyncClient,
+    app: FastAPI,
+    updates_before_failure: int,
+    clock: ShiftedClock,
+    customer: Account,
 ) -> None:
-    account = await make_user(app)
     product = await make_product(price="6.00", stock=5)
-    order = await make_paid_order(client, account, (product, 2))
+    order = await make_paid_order(client, customer, (product, 2))
     key = str(uuid.uuid4())
     # Updates in order: the return is recorded on the order (1), approved (2), the provider
     # books the refund against the charge (3), the refund is recorded on the return (4).
     async with fail_point(["update"], {"skip": updates_before_failure}, errorCode=2):
-        failed = await request_return(client, account, order["id"], (product, 2), key=key)
+        failed = await request_return(client, customer, order["id"], (product, 2), key=key)
     assert failed.status_code == 500
     pending = await ReturnRequest.find_one()
     assert pending is not None
@@ -146,5 +149,5 @@ async def test_a_failure_after_approval_is_completed_later_without_refunding_twi
     assert charge.amount_refunded == Decimal("12.00")
     assert await stock_of(product) == 5
     # The failed request forgot its key: retrying it finds the units already returned.
-    again = await request_return(client, account, order["id"], (product, 2), key=key)
+    again = await request_return(client, customer, order["id"], (product, 2), key=key)
     assert again.json()["code"] == "return_not_allowed"

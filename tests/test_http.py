@@ -3,46 +3,43 @@ bounded body, and CORS only where configured."""
 
 from collections.abc import AsyncIterator
 
-from fastapi import FastAPI
 from httpx import ASGITransport, AsyncClient
 
 from shop.cart.models import Cart
 from shop.config import AppSettings
 from shop.main import create_app
-from tests.factories import assert_problem, make_product, make_user, pay, place_order
+from tests.factories import Account, assert_problem, make_product, pay, place_order
 
 
 async def test_the_other_spelling_is_served_not_redirected_to_the_host_header(
-    client: AsyncClient, app: FastAPI
+    client: AsyncClient, customer: Account
 ) -> None:
-    account = await make_user(app)
     product = await make_product()
     added = await client.post(
         "/cart/add",  # documented as /cart/add/
         json={"product_id": str(product.id), "quantity": 1},
-        headers={**account.headers, "Host": "evil.example"},
+        headers={**customer.headers, "Host": "evil.example"},
     )
     assert added.status_code == 200, added.text
     assert "location" not in added.headers
-    assert (await Cart.of_user(account.id)).quantity_of(product.id) == 1
-    me = await client.get("/auth/me/", headers=account.headers)  # documented as /auth/me
-    assert me.status_code == 200 and me.json()["id"] == str(account.id)
+    assert (await Cart.of_user(customer.id)).quantity_of(product.id) == 1
+    me = await client.get("/auth/me/", headers=customer.headers)  # documented as /auth/me
+    assert me.status_code == 200 and me.json()["id"] == str(customer.id)
     assert (await client.get(f"/products/{product.id}/")).status_code == 200
     assert_problem(await client.get("/no/such/path/"), 404, "not_found")
     assert_problem(await client.get("/cart/add"), 405, "method_not_allowed")
 
 
 async def test_every_answer_says_nosniff_and_private_ones_are_not_stored(
-    client: AsyncClient, app: FastAPI
+    client: AsyncClient, customer: Account
 ) -> None:
-    account = await make_user(app)
     public = await client.get("/products/")
     assert public.headers["x-content-type-options"] == "nosniff"
     assert "no-store" not in public.headers.get("cache-control", "")
     token = await client.post("/auth/token", data={"username": "nobody@x.io", "password": "x"})
     assert token.headers["cache-control"] == "no-store"
-    order = await place_order(client, account, (await make_product(), 1))
-    paid = await pay(client, account, order["id"])
+    order = await place_order(client, customer, (await make_product(), 1))
+    paid = await pay(client, customer, order["id"])
     assert paid.status_code == 200
     assert paid.headers["cache-control"] == "no-store"
     assert paid.headers["x-content-type-options"] == "nosniff"

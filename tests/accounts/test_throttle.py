@@ -18,7 +18,7 @@ from shop.accounts.throttle import Attempts, Throttles
 from shop.clock import utcnow
 from shop.config import AppSettings
 from shop.errors import Busy
-from tests.factories import PASSWORD, assert_problem, make_product, make_user
+from tests.factories import PASSWORD, Account, assert_problem, make_product, make_user
 
 
 async def login(client: AsyncClient, email: str, password: str) -> Response:
@@ -42,10 +42,9 @@ def strict(app: FastAPI, settings: AppSettings) -> Iterator[AppSettings]:
 
 
 async def test_wrong_passwords_for_one_account_are_refused_for_a_while(
-    client: AsyncClient, app: FastAPI, settings: AppSettings
+    client: AsyncClient, settings: AppSettings, customer: Account
 ) -> None:
-    account = await make_user(app)
-    email = account.user.email
+    email = customer.user.email
     for _ in range(settings.login_failures_limit):
         assert_problem(await login(client, email, "wrong password"), 401, "invalid_credentials")
     refused = await login(client, email, "wrong password")

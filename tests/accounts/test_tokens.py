@@ -10,7 +10,7 @@ from httpx import AsyncClient, Response
 from shop.accounts.models import User
 from shop.accounts.service import ensure_admin
 from shop.accounts.tokens import RefreshToken
-from tests.factories import PASSWORD, assert_problem, make_user
+from tests.factories import PASSWORD, Account, assert_problem, make_user
 
 
 async def log_in(client: AsyncClient, email: str, password: str = PASSWORD) -> dict[str, Any]:
@@ -75,11 +75,10 @@ async def test_logout_ends_the_login(client: AsyncClient, app: FastAPI) -> None:
 
 
 async def test_a_deleted_or_changed_account_cannot_refresh(
-    client: AsyncClient, app: FastAPI
+    client: AsyncClient, app: FastAPI, customer: Account
 ) -> None:
-    account = await make_user(app)
-    pair = await log_in(client, account.user.email)
-    await User.get_pymongo_collection().delete_one({"_id": account.id})
+    pair = await log_in(client, customer.user.email)
+    await User.get_pymongo_collection().delete_one({"_id": customer.id})
     assert_problem(await refresh(client, pair["refresh_token"]), 401, "invalid_refresh_token")
 
     await ensure_admin("boss@example.com", "first password", app.state.hashing)

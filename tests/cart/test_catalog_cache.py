@@ -23,6 +23,7 @@ from shop.config import AppSettings
 from shop.discounts.models import Discount
 from shop.orders.models import Order
 from tests.factories import (
+    Account,
     add_to_cart,
     assert_problem,
     make_product,
@@ -65,26 +66,24 @@ def line_of(cart: dict[str, Any]) -> dict[str, Any]:
 
 
 async def test_a_price_changed_elsewhere_shows_in_the_cart_within_the_bound(
-    client: AsyncClient, app: FastAPI, clock: Clock, elsewhere: Any
+    client: AsyncClient, app: FastAPI, clock: Clock, elsewhere: Any, customer: Account
 ) -> None:
-    account = await make_user(app)
     product = await make_product(price="10.00")
-    await add_to_cart(client, account, product, 1)
+    await add_to_cart(client, customer, product, 1)
     products: AsyncCollection[dict[str, Any]] = elsewhere.products
     await products.update_one({"_id": product.id}, {"$set": {"price": Decimal128("12.00")}})
 
     clock.now += app.state.catalog.max_age - 0.1
-    assert line_of(await view_cart(client, account))["unit_price"] == "10.00"
+    assert line_of(await view_cart(client, customer))["unit_price"] == "10.00"
     clock.now += 0.2
-    assert line_of(await view_cart(client, account))["unit_price"] == "12.00"
+    assert line_of(await view_cart(client, customer))["unit_price"] == "12.00"
 
 
 async def test_a_sale_started_elsewhere_shows_in_the_cart_within_the_bound(
-    client: AsyncClient, app: FastAPI, clock: Clock, elsewhere: Any
+    client: AsyncClient, app: FastAPI, clock: Clock, elsewhere: Any, customer: Account
 ) -> None:
-    account = await make_user(app)
     product = await make_product(price="10.00")
-    await add_to_cart(client, account, product, 1)
+    await add_to_cart(client, customer, product, 1)
     await elsewhere.discounts.insert_one(
         {
             "name": "Half off",
@@ -97,24 +96,22 @@ async def test_a_sale_started_elsewhere_shows_in_the_cart_within_the_bound(
             "active": True,
         }
     )
-    assert (await view_cart(client, account))["total"] == "10.00"
+    assert (await view_cart(client, customer))["total"] == "10.00"
     clock.now += app.state.catalog.max_age + 0.1
-    assert (await view_cart(client, account))["total"] == "5.00"
+    assert (await view_cart(client, customer))["total"] == "5.00"
 
 
 async def test_this_process_own_changes_show_at_once(
-    client: AsyncClient, app: FastAPI, clock: Clock
+    client: AsyncClient, clock: Clock, customer: Account, admin: Account
 ) -> None:
-    account = await make_user(app)
-    admin = await make_user(app, Role.admin)
     product = await make_product(price="10.00")
-    await add_to_cart(client, account, product, 1)
+    await add_to_cart(client, customer, product, 1)
 
     changed = await client.patch(
         f"/products/{product.id}", json={"price": "8.00"}, headers=admin.headers
     )
     assert changed.status_code == 200
-    assert line_of(await view_cart(client, account))["unit_price"] == "8.00"
+    assert line_of(await view_cart(client, customer))["unit_price"] == "8.00"
     sale = {
         "name": "Quarter off",
         "scope": "product",
@@ -123,9 +120,9 @@ async def test_this_process_own_changes_show_at_once(
         "product_ids": [str(product.id)],
     }
     assert (await client.post("/discounts/", json=sale, headers=admin.headers)).status_code == 201
-    assert (await view_cart(client, account))["total"] == "6.00"
+    assert (await view_cart(client, customer))["total"] == "6.00"
     await client.delete(f"/products/{product.id}", headers=admin.headers)
-    assert line_of(await view_cart(client, account))["available"] is False
+    assert line_of(await view_cart(client, customer))["available"] is False
 
 
 async def test_a_checkout_reservation_shows_in_other_carts_at_once(
@@ -141,17 +138,16 @@ async def test_a_checkout_reservation_shows_in_other_carts_at_once(
 
 
 async def test_checkout_prices_with_the_database_price_not_the_cached_one(
-    client: AsyncClient, app: FastAPI, clock: Clock, elsewhere: Any
+    client: AsyncClient, clock: Clock, elsewhere: Any, customer: Account
 ) -> None:
-    account = await make_user(app)
     product = await make_product(price="10.00", stock=5)
-    await add_to_cart(client, account, product, 2)
+    await add_to_cart(client, customer, product, 2)
     await elsewhere.products.update_one(
         {"_id": product.id}, {"$set": {"price": Decimal128("12.00")}}
     )
-    assert (await view_cart(client, account))["total"] == "20.00"  # still the cached price
+    assert (await view_cart(client, customer))["total"] == "20.00"  # still the cached price
 
-    created = await client.post("/order/create/", headers=account.headers)
+    created = await client.post("/order/create/", headers=customer.headers)
     assert created.status_code == 201, created.text
     assert (created.json()["lines"][0]["unit_price"], created.json()["total"]) == ("12.00", "24.00")
     stored = await Order.get(created.json()["id"])
@@ -159,18 +155,17 @@ async def test_checkout_prices_with_the_database_price_not_the_cached_one(
 
 
 async def test_checkout_refuses_stock_the_cache_still_shows(
-    client: AsyncClient, app: FastAPI, clock: Clock, elsewhere: Any
+    client: AsyncClient, clock: Clock, elsewhere: Any, customer: Account
 ) -> None:
-    account = await make_user(app)
     product = await make_product(stock=5)
-    await add_to_cart(client, account, product, 2)
+    await add_to_cart(client, customer, product, 2)
     await elsewhere.products.update_one({"_id": product.id}, {"$set": {"stock": 1}})
-    assert line_of(await view_cart(client, account))["in_stock"] is True  # cached
+    assert line_of(await view_cart(client, customer))["in_stock"] is True  # cached
 
-    refused = await client.post("/order/create/", headers=account.headers)
+    refused = await client.post("/order/create/", headers=customer.headers)
     assert_problem(refused, 409, "insufficient_stock")
     assert await stock_of(product) == 1
-    assert line_of(await view_cart(client, account))["quantity"] == 2  # the cart is kept
+    assert line_of(await view_cart(client, customer))["quantity"] == 2  # the cart is kept
     assert await Order.count() == 0
 
 
@@ -192,14 +187,17 @@ async def test_with_the_cache_off_the_cart_reads_the_database_every_time(
 
 
 async def test_a_read_that_overlaps_a_write_does_not_store_what_it_read(
-    client: AsyncClient, app: FastAPI, clock: Clock, monkeypatch: pytest.MonkeyPatch
+    client: AsyncClient,
+    app: FastAPI,
+    clock: Clock,
+    monkeypatch: pytest.MonkeyPatch,
+    customer: Account,
 ) -> None:
     """Forced interleaving: the cache's read has its answer, then an admin's write lands
     before the read stores it. The old price must not stay cached."""
-    account = await make_user(app)
     admin = await make_user(app, Role.admin)
     product = await make_product(price="10.00")
-    await add_to_cart(client, account, product, 1)
+    await add_to_cart(client, customer, product, 1)
     app.state.catalog.forget("products", None)
 
     read_done, write_done = asyncio.Event(), asyncio.Event()
@@ -212,7 +210,7 @@ async def test_a_read_that_overlaps_a_write_does_not_store_what_it_read(
         return found
 
     monkeypatch.setattr(Product, "many", many_then_wait)
-    view = asyncio.create_task(view_cart(client, account))
+    view = asyncio.create_task(view_cart(client, customer))
     await read_done.wait()
     monkeypatch.setattr(Product, "many", real_many)
     patched = await client.patch(
@@ -221,7 +219,7 @@ async def test_a_read_that_overlaps_a_write_does_not_store_what_it_read(
     assert patched.status_code == 200
     write_done.set()
     assert line_of(await view)["unit_price"] == "10.00"  # read before the write: fine once
-    assert line_of(await view_cart(client, account))["unit_price"] == "9.00"  # never again
+    assert line_of(await view_cart(client, customer))["unit_price"] == "9.00"  # never again
 
 
 async def test_a_read_between_a_transaction_write_and_its_commit_is_dropped_at_commit(

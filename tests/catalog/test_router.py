@@ -4,14 +4,12 @@ from bson import Decimal128, ObjectId
 from fastapi import FastAPI
 from httpx import AsyncClient
 
-from shop.accounts.models import Role
 from shop.audit import audit
 from shop.catalog.models import Product
 from tests.factories import Account, assert_problem, make_product, make_user, place_order
 
 
-async def test_admin_creates_product_with_exact_price(client: AsyncClient, app: FastAPI) -> None:
-    admin = await make_user(app, Role.admin)
+async def test_admin_creates_product_with_exact_price(client: AsyncClient, admin: Account) -> None:
     # Prices arrive as JSON strings or JSON numbers; neither may pick up a float error.
     for sent, expected in [
         ('"19.99"', "19.99"),
@@ -32,8 +30,7 @@ async def test_admin_creates_product_with_exact_price(client: AsyncClient, app: 
         assert raw["price"] == Decimal128(expected)
 
 
-async def test_product_input_is_validated(client: AsyncClient, app: FastAPI) -> None:
-    admin = await make_user(app, Role.admin)
+async def test_product_input_is_validated(client: AsyncClient, admin: Account) -> None:
     for body in [
         {"name": "A", "price": "0", "stock": 1},
         {"name": "A", "price": "1.999", "stock": 1},
@@ -67,8 +64,7 @@ async def test_customers_cannot_manage_the_catalog(client: AsyncClient, app: Fas
     assert fresh.active
 
 
-async def test_patch_changes_only_given_fields(client: AsyncClient, app: FastAPI) -> None:
-    admin = await make_user(app, Role.admin)
+async def test_patch_changes_only_given_fields(client: AsyncClient, admin: Account) -> None:
     product = await make_product(price="5.00", stock=5, name="Old")
     response = await client.patch(
         f"/products/{product.id}", json={"price": "7.25"}, headers=admin.headers
@@ -79,8 +75,7 @@ async def test_patch_changes_only_given_fields(client: AsyncClient, app: FastAPI
     assert (fresh.name, fresh.price, fresh.stock) == ("Old", Decimal("7.25"), 5)
 
 
-async def test_deactivated_product_leaves_the_catalog(client: AsyncClient, app: FastAPI) -> None:
-    admin = await make_user(app, Role.admin)
+async def test_deactivated_product_leaves_the_catalog(client: AsyncClient, admin: Account) -> None:
     kept = await make_product()
     gone = await make_product()
     assert (await client.delete(f"/products/{gone.id}", headers=admin.headers)).status_code == 200

@@ -12,6 +12,7 @@ from shop.config import AppSettings
 from shop.discounts.models import Discount, DiscountKind, DiscountScope, DiscountUsage
 from shop.orders.models import Order
 from tests.factories import (
+    Account,
     add_to_cart,
     apply_code,
     assert_problem,
@@ -26,8 +27,7 @@ CART, PRODUCT = DiscountScope.cart, DiscountScope.product
 PERCENT, FIXED = DiscountKind.percent, DiscountKind.fixed
 
 
-async def test_admins_manage_discounts(client: AsyncClient, app: FastAPI) -> None:
-    admin = await make_user(app, Role.admin)
+async def test_admins_manage_discounts(client: AsyncClient, app: FastAPI, admin: Account) -> None:
     customer = await make_user(app)
     body = {
         "name": "Welcome",
@@ -70,8 +70,7 @@ async def test_admins_manage_discounts(client: AsyncClient, app: FastAPI) -> Non
     )
 
 
-async def test_discount_definitions_are_validated(client: AsyncClient, app: FastAPI) -> None:
-    admin = await make_user(app, Role.admin)
+async def test_discount_definitions_are_validated(client: AsyncClient, admin: Account) -> None:
     product = await make_product()
     now = utcnow()
     base = {"name": "D", "scope": "cart", "kind": "percent", "value": "10"}
@@ -128,15 +127,16 @@ async def test_two_changes_valid_alone_never_combine_into_an_invalid_discount(
         assert stored.starts_at is None or stored.ends_at is None, "both changes landed"
 
 
-async def test_cart_shows_product_and_cart_discounts(client: AsyncClient, app: FastAPI) -> None:
-    account = await make_user(app)
+async def test_cart_shows_product_and_cart_discounts(
+    client: AsyncClient, customer: Account
+) -> None:
     shirt = await make_product(price="20.00")
     mug = await make_product(price="8.00")
     await make_discount(scope=PRODUCT, kind=PERCENT, value="25", product_ids=[shirt.id])
     await make_discount(scope=CART, kind=FIXED, value="2.00", code="TWO")
-    await add_to_cart(client, account, shirt, 2)
-    await add_to_cart(client, account, mug, 1)
-    applied = await apply_code(client, account, " two ")
+    await add_to_cart(client, customer, shirt, 2)
+    await add_to_cart(client, customer, mug, 1)
+    applied = await apply_code(client, customer, " two ")
     assert applied.status_code == 200, applied.text
     cart = applied.json()
     assert [(i["line_subtotal"], i["discount"], i["line_total"]) for i in cart["items"]] == [
@@ -151,9 +151,9 @@ async def test_cart_shows_product_and_cart_discounts(client: AsyncClient, app: F
         "reason": None,
     }
     assert cart["total"] == "36.00"
-    assert await view_cart(client, account) == cart
+    assert await view_cart(client, customer) == cart
 
-    removed = await client.delete("/cart/discount/", headers=account.headers)
+    removed = await client.delete("/cart/discount/", headers=customer.headers)
     assert (removed.json()["cart_discount"], removed.json()["total"]) == (None, "38.00")
 
 
@@ -188,14 +188,13 @@ async def test_codes_that_cannot_be_used_now_answer_as_unknown_ones_unless_actio
 
 
 async def test_a_customer_who_keeps_guessing_codes_is_refused_for_a_while(
-    client: AsyncClient, app: FastAPI, settings: AppSettings
+    client: AsyncClient, app: FastAPI, settings: AppSettings, customer: Account
 ) -> None:
-    account = await make_user(app)
-    await add_to_cart(client, account, await make_product(price="10.00"), 1)
+    await add_to_cart(client, customer, await make_product(price="10.00"), 1)
     await make_discount(scope=CART, kind=PERCENT, value="5", code="REAL")
     for n in range(settings.promo_code_failures_limit):
-        assert_problem(await apply_code(client, account, f"GUESS{n}"), 404, "discount_not_found")
-    refused = await apply_code(client, account, "REAL")
+        assert_problem(await apply_code(client, customer, f"GUESS{n}"), 404, "discount_not_found")
+    refused = await apply_code(client, customer, "REAL")
     assert_problem(refused, 429, "too_many_requests")
     assert int(refused.headers["retry-after"]) >= 1
     other = await make_user(app)  # others are not affected
@@ -204,27 +203,24 @@ async def test_a_customer_who_keeps_guessing_codes_is_refused_for_a_while(
 
 
 async def test_one_code_per_cart_the_new_one_replaces_the_old(
-    client: AsyncClient, app: FastAPI
+    client: AsyncClient, customer: Account
 ) -> None:
-    account = await make_user(app)
-    await add_to_cart(client, account, await make_product(price="10.00"), 1)
+    await add_to_cart(client, customer, await make_product(price="10.00"), 1)
     await make_discount(scope=CART, kind=FIXED, value="1.00", code="ONE")
     await make_discount(scope=CART, kind=FIXED, value="3.00", code="THREE")
-    await apply_code(client, account, "ONE")
-    cart = (await apply_code(client, account, "THREE")).json()
+    await apply_code(client, customer, "ONE")
+    cart = (await apply_code(client, customer, "THREE")).json()
     assert (cart["cart_discount"]["code"], cart["total"]) == ("THREE", "7.00")
 
 
 async def test_a_code_that_stops_being_valid_shows_as_not_applied(
-    client: AsyncClient, app: FastAPI
+    client: AsyncClient, customer: Account, admin: Account
 ) -> None:
-    account = await make_user(app)
-    admin = await make_user(app, Role.admin)
-    await add_to_cart(client, account, await make_product(price="10.00"), 1)
+    await add_to_cart(client, customer, await make_product(price="10.00"), 1)
     code = await make_discount(scope=CART, kind=FIXED, value="1.00", code="ONE")
-    await apply_code(client, account, "ONE")
+    await apply_code(client, customer, "ONE")
     await client.delete(f"/discounts/{code.id}", headers=admin.headers)
-    cart = await view_cart(client, account)
+    cart = await view_cart(client, customer)
     assert cart["cart_discount"] == {
         "code": "ONE",
         "amount": "0.00",
@@ -232,11 +228,11 @@ async def test_a_code_that_stops_being_valid_shows_as_not_applied(
         "reason": "discount_inactive",
     }
     assert cart["total"] == "10.00"
-    refused = await client.post("/order/create/", headers=account.headers)
+    refused = await client.post("/order/create/", headers=customer.headers)
     assert_problem(refused, 409, "discount_inactive")
     assert await Order.count() == 0
-    await client.delete("/cart/discount/", headers=account.headers)
-    order = (await client.post("/order/create/", headers=account.headers)).json()
+    await client.delete("/cart/discount/", headers=customer.headers)
+    order = (await client.post("/order/create/", headers=customer.headers)).json()
     assert (order["total"], order["cart_discount"]) == ("10.00", None)
 
 
@@ -292,20 +288,19 @@ async def test_fifty_checkouts_race_for_a_single_use_code(
 
 
 async def test_awkward_totals_are_exact_and_the_order_matches_the_cart(
-    client: AsyncClient, app: FastAPI
+    client: AsyncClient, customer: Account
 ) -> None:
-    account = await make_user(app)
     await make_discount(scope=CART, kind=PERCENT, value="10")
-    await add_to_cart(client, account, await make_product(price="33.33"), 3)
-    await add_to_cart(client, account, await make_product(price="0.10"), 1)
-    await add_to_cart(client, account, await make_product(price="0.20"), 1)
-    cart = await view_cart(client, account)
+    await add_to_cart(client, customer, await make_product(price="33.33"), 3)
+    await add_to_cart(client, customer, await make_product(price="0.10"), 1)
+    await add_to_cart(client, customer, await make_product(price="0.20"), 1)
+    cart = await view_cart(client, customer)
     assert (cart["subtotal"], cart["cart_discount"]["amount"], cart["total"]) == (
         "100.29",
         "10.03",
         "90.26",
     )
-    order = (await client.post("/order/create/", headers=account.headers)).json()
+    order = (await client.post("/order/create/", headers=customer.headers)).json()
     assert (order["subtotal"], order["cart_discount"]["amount"], order["total"]) == (
         cart["subtotal"],
         cart["cart_discount"]["amount"],
@@ -320,25 +315,23 @@ async def test_awkward_totals_are_exact_and_the_order_matches_the_cart(
 
 
 async def test_changing_a_discount_after_checkout_leaves_the_order_alone(
-    client: AsyncClient, app: FastAPI
+    client: AsyncClient, customer: Account, admin: Account
 ) -> None:
-    account = await make_user(app)
-    admin = await make_user(app, Role.admin)
     shirt = await make_product(price="20.00")
     sale = await make_discount(scope=PRODUCT, kind=PERCENT, value="10", product_ids=[shirt.id])
     code = await make_discount(scope=CART, kind=FIXED, value="5.00", code="FIVE")
-    await add_to_cart(client, account, shirt, 1)
-    await apply_code(client, account, "FIVE")
-    placed = (await client.post("/order/create/", headers=account.headers)).json()
+    await add_to_cart(client, customer, shirt, 1)
+    await apply_code(client, customer, "FIVE")
+    placed = (await client.post("/order/create/", headers=customer.headers)).json()
     assert (placed["lines"][0]["discount"], placed["total"]) == ("2.00", "13.00")
 
     await client.patch(f"/discounts/{sale.id}", json={"value": "90"}, headers=admin.headers)
     await client.delete(f"/discounts/{code.id}", headers=admin.headers)
     await Discount.get_pymongo_collection().delete_many({})
-    again = (await client.get(f"/order/{placed['id']}/", headers=account.headers)).json()
+    again = (await client.get(f"/order/{placed['id']}/", headers=customer.headers)).json()
     assert again["lines"] == placed["lines"]
     assert (again["total"], again["cart_discount"]) == ("13.00", placed["cart_discount"])
-    assert (await pay(client, account, placed["id"])).json()["payment"]["amount"] == "13.00"
+    assert (await pay(client, customer, placed["id"])).json()["payment"]["amount"] == "13.00"
 
 
 async def test_a_cancelled_order_gives_its_code_back(

@@ -23,20 +23,19 @@ from tests.factories import (
 
 
 async def test_a_customer_cancels_an_unpaid_order_and_everything_is_released(
-    client: AsyncClient, app: FastAPI
+    client: AsyncClient, customer: Account
 ) -> None:
-    account = await make_user(app)
     product = await make_product(stock=5)
     code = await make_discount(
         scope=DiscountScope.cart, kind=DiscountKind.fixed, value="1.00", code="ONE", usage_limit=1
     )
-    await add_to_cart(client, account, product, 2)
-    await apply_code(client, account, "ONE")
-    order = (await client.post("/order/create/", headers=account.headers)).json()
+    await add_to_cart(client, customer, product, 2)
+    await apply_code(client, customer, "ONE")
+    order = (await client.post("/order/create/", headers=customer.headers)).json()
     assert await stock_of(product) == 3
 
     responses = await asyncio.gather(
-        *(client.post(f"/order/{order['id']}/cancel/", headers=account.headers) for _ in range(10))
+        *(client.post(f"/order/{order['id']}/cancel/", headers=customer.headers) for _ in range(10))
     )
     assert sorted(r.status_code for r in responses) == [200] + [409] * 9
     assert {r.json()["code"] for r in responses if r.status_code == 409} == {"order_cancelled"}
@@ -48,7 +47,7 @@ async def test_a_customer_cancels_an_unpaid_order_and_everything_is_released(
     assert fresh is not None
     assert fresh.times_used == 0
     assert await PendingOrder.get(order["id"]) is None
-    assert_problem(await pay(client, account, order["id"]), 409, "order_expired")
+    assert_problem(await pay(client, customer, order["id"]), 409, "order_expired")
 
 
 async def test_paid_and_foreign_orders_cannot_be_cancelled(

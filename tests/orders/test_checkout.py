@@ -5,11 +5,11 @@ from decimal import Decimal
 from fastapi import FastAPI
 from httpx import AsyncClient
 
-from shop.accounts.models import Role
 from shop.cart.models import Cart
 from shop.config import AppSettings
 from shop.orders.models import Order, PendingOrder
 from tests.factories import (
+    Account,
     add_to_cart,
     assert_problem,
     make_product,
@@ -26,12 +26,11 @@ async def cart_lines(account_id: object) -> dict[str, int]:
 
 
 async def test_checkout_snapshots_the_cart_reserves_stock_and_empties_it(
-    client: AsyncClient, app: FastAPI, settings: AppSettings
+    client: AsyncClient, settings: AppSettings, customer: Account
 ) -> None:
-    account = await make_user(app)
     mug = await make_product(name="Mug", price="12.50", stock=10)
     pen = await make_product(name="Pen", price="0.10", stock=5)
-    order = await place_order(client, account, (mug, 2), (pen, 3))
+    order = await place_order(client, customer, (mug, 2), (pen, 3))
 
     assert order["status"] == "pending_payment"
     assert [
@@ -47,7 +46,7 @@ async def test_checkout_snapshots_the_cart_reserves_stock_and_empties_it(
     assert [h["status"] for h in order["status_history"]] == ["pending_payment"]
 
     assert (await stock_of(mug), await stock_of(pen)) == (8, 2)
-    assert await cart_lines(account.id) == {}
+    assert await cart_lines(customer.id) == {}
     assert await PendingOrder.get(order["id"]) is not None
     stored = await Order.get(order["id"])
     assert stored is not None
@@ -55,16 +54,14 @@ async def test_checkout_snapshots_the_cart_reserves_stock_and_empties_it(
 
 
 async def test_later_price_changes_do_not_touch_a_placed_order(
-    client: AsyncClient, app: FastAPI
+    client: AsyncClient, customer: Account, admin: Account
 ) -> None:
-    account = await make_user(app)
-    admin = await make_user(app, Role.admin)
     product = await make_product(price="4.00")
-    order = await place_order(client, account, (product, 1))
+    order = await place_order(client, customer, (product, 1))
     await client.patch(
         f"/products/{product.id}", json={"price": "9.00", "name": "New"}, headers=admin.headers
     )
-    again = (await client.get(f"/order/{order['id']}/", headers=account.headers)).json()
+    again = (await client.get(f"/order/{order['id']}/", headers=customer.headers)).json()
     assert (again["lines"][0]["name"], again["lines"][0]["unit_price"], again["total"]) == (
         order["lines"][0]["name"],
         "4.00",
@@ -72,47 +69,44 @@ async def test_later_price_changes_do_not_touch_a_placed_order(
     )
 
 
-async def test_an_empty_cart_cannot_be_ordered(client: AsyncClient, app: FastAPI) -> None:
-    account = await make_user(app)
-    assert_problem(await client.post("/order/create/", headers=account.headers), 409, "cart_empty")
+async def test_an_empty_cart_cannot_be_ordered(client: AsyncClient, customer: Account) -> None:
+    assert_problem(await client.post("/order/create/", headers=customer.headers), 409, "cart_empty")
     assert await Order.count() == 0
 
 
 async def test_short_stock_refuses_the_whole_order_and_changes_nothing(
-    client: AsyncClient, app: FastAPI
+    client: AsyncClient, customer: Account, admin: Account
 ) -> None:
-    account = await make_user(app)
-    admin = await make_user(app, Role.admin)
     plenty = await make_product(stock=10)
     scarce = await make_product(stock=5)
-    await add_to_cart(client, account, plenty, 2)
-    await add_to_cart(client, account, scarce, 4)
+    await add_to_cart(client, customer, plenty, 2)
+    await add_to_cart(client, customer, scarce, 4)
     await client.patch(f"/products/{scarce.id}", json={"stock": 3}, headers=admin.headers)
 
-    refused = await client.post("/order/create/", headers=account.headers)
+    refused = await client.post("/order/create/", headers=customer.headers)
     body = assert_problem(refused, 409, "insufficient_stock")
     assert body["products"] == [str(scarce.id)]
     assert (await stock_of(plenty), await stock_of(scarce)) == (10, 3)
-    assert await cart_lines(account.id) == {str(plenty.id): 2, str(scarce.id): 4}
+    assert await cart_lines(customer.id) == {str(plenty.id): 2, str(scarce.id): 4}
     assert await Order.count() == 0
     assert await PendingOrder.count() == 0
 
 
-async def test_a_withdrawn_product_refuses_the_order(client: AsyncClient, app: FastAPI) -> None:
-    account = await make_user(app)
-    admin = await make_user(app, Role.admin)
+async def test_a_withdrawn_product_refuses_the_order(
+    client: AsyncClient, customer: Account, admin: Account
+) -> None:
     kept = await make_product(stock=4)
     withdrawn = await make_product(stock=4)
-    await add_to_cart(client, account, kept, 1)
-    await add_to_cart(client, account, withdrawn, 1)
+    await add_to_cart(client, customer, kept, 1)
+    await add_to_cart(client, customer, withdrawn, 1)
     await client.delete(f"/products/{withdrawn.id}", headers=admin.headers)
 
     body = assert_problem(
-        await client.post("/order/create/", headers=account.headers), 409, "product_unavailable"
+        await client.post("/order/create/", headers=customer.headers), 409, "product_unavailable"
     )
     assert body["products"] == [str(withdrawn.id)]
     assert (await stock_of(kept), await stock_of(withdrawn)) == (4, 4)
-    assert len(await cart_lines(account.id)) == 2
+    assert len(await cart_lines(customer.id)) == 2
     assert await Order.count() == 0
 
 

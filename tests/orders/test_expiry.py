@@ -12,6 +12,7 @@ from shop.orders.models import Order, OrderStatus, PaymentAttempt, PendingOrder
 from shop.orders.service import sweep_overdue
 from shop.payments.mock import ProviderRefund
 from tests.factories import (
+    Account,
     PausingProvider,
     assert_problem,
     charges_for,
@@ -36,18 +37,17 @@ def short_timeout(settings: AppSettings) -> AppSettings:
 
 
 async def test_an_unpaid_order_is_cancelled_on_read_after_its_deadline(
-    client: AsyncClient, app: FastAPI, short_timeout: AppSettings, clock: ShiftedClock
+    client: AsyncClient, short_timeout: AppSettings, clock: ShiftedClock, customer: Account
 ) -> None:
-    account = await make_user(app)
     product = await make_product(stock=5)
-    order = await place_order(client, account, (product, 2))
+    order = await place_order(client, customer, (product, 2))
     assert await stock_of(product) == 3
     clock.advance(PAST_THE_DEADLINE)
 
     # The TTL monitor has not run yet, but the window is shut all the same.
     assert await PendingOrder.get(order["id"]) is not None
     reads = await asyncio.gather(
-        *(client.get(f"/order/{order['id']}/", headers=account.headers) for _ in range(5))
+        *(client.get(f"/order/{order['id']}/", headers=customer.headers) for _ in range(5))
     )
     for read in reads:
         assert read.json()["status"] == "cancelled"
@@ -61,27 +61,29 @@ async def test_an_unpaid_order_is_cancelled_on_read_after_its_deadline(
 
 
 async def test_an_overdue_order_cannot_be_paid_while_its_window_document_remains(
-    client: AsyncClient, app: FastAPI, short_timeout: AppSettings, clock: ShiftedClock
+    client: AsyncClient, short_timeout: AppSettings, clock: ShiftedClock, customer: Account
 ) -> None:
-    account = await make_user(app)
     product = await make_product(stock=5)
-    order = await place_order(client, account, (product, 1))
+    order = await place_order(client, customer, (product, 1))
     clock.advance(PAST_THE_DEADLINE)
     assert await PendingOrder.get(order["id"]) is not None
-    assert_problem(await pay(client, account, order["id"]), 409, "order_expired")
+    assert_problem(await pay(client, customer, order["id"]), 409, "order_expired")
     assert await charges_for(order["id"]) == []
     assert await stock_of(product) == 5
-    assert_problem(await pay(client, account, order["id"]), 409, "order_expired")
+    assert_problem(await pay(client, customer, order["id"]), 409, "order_expired")
 
 
 async def test_the_sweeper_cancels_orders_nobody_reads(
-    client: AsyncClient, app: FastAPI, short_timeout: AppSettings, clock: ShiftedClock
+    client: AsyncClient,
+    app: FastAPI,
+    short_timeout: AppSettings,
+    clock: ShiftedClock,
+    customer: Account,
 ) -> None:
-    account = await make_user(app)
     product = await make_product(stock=10)
-    overdue = [await place_order(client, account, (product, 2)) for _ in range(3)]
+    overdue = [await place_order(client, customer, (product, 2)) for _ in range(3)]
     short_timeout.payment_timeout_seconds = 3 * TIMEOUT
-    fresh = await place_order(client, account, (product, 1))
+    fresh = await place_order(client, customer, (product, 1))
     assert await stock_of(product) == 3
     clock.advance(PAST_THE_DEADLINE)
 
@@ -103,16 +105,16 @@ async def test_a_payment_running_when_the_deadline_passes_ends_paid_and_never_ca
     short_timeout: AppSettings,
     paused_provider: PausingProvider,
     clock: ShiftedClock,
+    customer: Account,
 ) -> None:
     short_timeout.payment_hold_seconds = 2 * TIMEOUT
-    account = await make_user(app)
     product = await make_product(stock=5)
-    order = await place_order(client, account, (product, 1))
-    paying = asyncio.create_task(pay(client, account, order["id"]))
+    order = await place_order(client, customer, (product, 1))
+    paying = asyncio.create_task(pay(client, customer, order["id"]))
     await paused_provider.charging.wait()
     clock.advance(PAST_THE_DEADLINE)  # while the charge is running, within its hold
 
-    read = await client.get(f"/order/{order['id']}/", headers=account.headers)
+    read = await client.get(f"/order/{order['id']}/", headers=customer.headers)
     assert read.json()["status"] == "pending_payment"  # the attempt holds it
     assert await sweep_overdue(app.state.payment_providers) == 0
     paused_provider.release()
@@ -139,12 +141,15 @@ async def start_payment_then_crash(order_id: str) -> tuple[Order, PaymentAttempt
 
 
 async def test_a_crashed_payment_that_charged_is_completed_not_cancelled(
-    client: AsyncClient, app: FastAPI, short_timeout: AppSettings, clock: ShiftedClock
+    client: AsyncClient,
+    app: FastAPI,
+    short_timeout: AppSettings,
+    clock: ShiftedClock,
+    customer: Account,
 ) -> None:
     """The process died after the provider charged: the next reader finds the charge."""
-    account = await make_user(app)
     product = await make_product(stock=5)
-    placed = await place_order(client, account, (product, 1))
+    placed = await place_order(client, customer, (product, 1))
     order, attempt = await start_payment_then_crash(placed["id"])
     provider = app.state.payment_providers["mock"]
     await provider.charge(
@@ -152,18 +157,21 @@ async def test_a_crashed_payment_that_charged_is_completed_not_cancelled(
     )
     clock.advance(PAST_THE_DEADLINE)  # and past the attempt's hold
 
-    read = await client.get(f"/order/{placed['id']}/", headers=account.headers)
+    read = await client.get(f"/order/{placed['id']}/", headers=customer.headers)
     assert read.json()["status"] == "paid"
     assert await stock_of(product) == 4
     assert len(await charges_for(placed["id"])) == 1
 
 
 async def test_a_crashed_payment_that_did_not_charge_is_cancelled(
-    client: AsyncClient, app: FastAPI, short_timeout: AppSettings, clock: ShiftedClock
+    client: AsyncClient,
+    app: FastAPI,
+    short_timeout: AppSettings,
+    clock: ShiftedClock,
+    customer: Account,
 ) -> None:
-    account = await make_user(app)
     product = await make_product(stock=5)
-    placed = await place_order(client, account, (product, 1))
+    placed = await place_order(client, customer, (product, 1))
     await start_payment_then_crash(placed["id"])
     clock.advance(PAST_THE_DEADLINE)
 
@@ -194,14 +202,13 @@ async def test_paying_again_after_a_crash_that_charged_does_not_charge_twice(
 
 
 async def test_paying_again_after_a_crash_that_did_not_charge_works(
-    client: AsyncClient, app: FastAPI, clock: ShiftedClock
+    client: AsyncClient, clock: ShiftedClock, customer: Account
 ) -> None:
-    account = await make_user(app)
-    placed = await place_order(client, account, (await make_product(stock=5), 1))
+    placed = await place_order(client, customer, (await make_product(stock=5), 1))
     await start_payment_then_crash(placed["id"])
-    assert_problem(await pay(client, account, placed["id"]), 409, "payment_in_progress")
+    assert_problem(await pay(client, customer, placed["id"]), 409, "payment_in_progress")
     clock.advance(1.1)
-    paid = await pay(client, account, placed["id"])
+    paid = await pay(client, customer, placed["id"])
     assert paid.json()["status"] == "paid"
     assert [c.key.rsplit("-", 1)[1] for c in await charges_for(placed["id"])] == ["2"]
 
@@ -236,11 +243,14 @@ async def test_a_charge_that_lands_after_the_order_was_cancelled_is_refunded(
 
 
 async def test_the_background_sweeper_runs_on_its_own(
-    client: AsyncClient, app: FastAPI, short_timeout: AppSettings, clock: ShiftedClock
+    client: AsyncClient,
+    app: FastAPI,
+    short_timeout: AppSettings,
+    clock: ShiftedClock,
+    customer: Account,
 ) -> None:
-    account = await make_user(app)
     product = await make_product(stock=5)
-    order = await place_order(client, account, (product, 2))
+    order = await place_order(client, customer, (product, 2))
     clock.advance(PAST_THE_DEADLINE)
     sweeper = asyncio.create_task(run_sweeper(app.state.payment_providers, every=0.2))
     try:

@@ -4,7 +4,7 @@ import pytest
 from fastapi import FastAPI
 from httpx import AsyncClient
 
-from tests.factories import assert_problem, make_product, make_user, pay, place_order
+from tests.factories import Account, assert_problem, make_product, make_user, pay, place_order
 
 
 async def test_history_lists_only_my_orders_newest_first(client: AsyncClient, app: FastAPI) -> None:
@@ -25,34 +25,32 @@ async def test_history_lists_only_my_orders_newest_first(client: AsyncClient, ap
     assert {"total", "subtotal", "currency", "created_at"} <= history["items"][0].keys()
 
 
-async def test_history_pages_and_filters(client: AsyncClient, app: FastAPI) -> None:
-    account = await make_user(app)
+async def test_history_pages_and_filters(client: AsyncClient, customer: Account) -> None:
     product = await make_product(stock=50)
-    placed = [await place_order(client, account, (product, 1)) for _ in range(5)]
+    placed = [await place_order(client, customer, (product, 1)) for _ in range(5)]
     for order in placed[:2]:
-        await pay(client, account, order["id"])
+        await pay(client, customer, order["id"])
 
     seen: list[str] = []
     cursor = None
     while True:
         params: dict[str, str | int] = {"limit": 2} | ({"cursor": cursor} if cursor else {})
-        page = (await client.get("/order/history/", params=params, headers=account.headers)).json()
+        page = (await client.get("/order/history/", params=params, headers=customer.headers)).json()
         seen += [o["id"] for o in page["items"]]
         if (cursor := page["next_cursor"]) is None:
             break
     assert seen == [o["id"] for o in reversed(placed)]
 
-    paid = await client.get("/order/history/", params={"status": "paid"}, headers=account.headers)
+    paid = await client.get("/order/history/", params={"status": "paid"}, headers=customer.headers)
     assert [o["id"] for o in paid.json()["items"]] == [placed[1]["id"], placed[0]["id"]]
 
 
-async def test_history_rejects_bad_parameters(client: AsyncClient, app: FastAPI) -> None:
-    account = await make_user(app)
+async def test_history_rejects_bad_parameters(client: AsyncClient, customer: Account) -> None:
     for params in [{"limit": 0}, {"limit": 101}, {"status": "lost"}]:
-        response = await client.get("/order/history/", params=params, headers=account.headers)
+        response = await client.get("/order/history/", params=params, headers=customer.headers)
         assert_problem(response, 422, "validation_error")
     bad_cursor = await client.get(
-        "/order/history/", params={"cursor": "@@@"}, headers=account.headers
+        "/order/history/", params={"cursor": "@@@"}, headers=customer.headers
     )
     assert_problem(bad_cursor, 422, "invalid_cursor")
     assert_problem(await client.get("/order/history/"), 401, "not_authenticated")
@@ -69,12 +67,11 @@ async def test_history_rejects_bad_parameters(client: AsyncClient, app: FastAPI)
     ],
 )
 async def test_crafted_cursors_are_refused_not_failed(
-    client: AsyncClient, app: FastAPI, raw: bytes
+    client: AsyncClient, raw: bytes, customer: Account
 ) -> None:
-    account = await make_user(app)
     cursor = base64.urlsafe_b64encode(raw).decode()
     for given in (cursor, "not base64 at all!", "===="):
         response = await client.get(
-            "/order/history/", params={"cursor": given}, headers=account.headers
+            "/order/history/", params={"cursor": given}, headers=customer.headers
         )
         assert_problem(response, 422, "invalid_cursor")

@@ -16,6 +16,7 @@ from shop.orders.schemas import PayRequest
 from shop.payments.mock import ProviderCharge
 from shop.payments.provider import ChargeStatus
 from tests.factories import (
+    Account,
     assert_problem,
     charges_for,
     make_discount,
@@ -29,11 +30,10 @@ HOLD = timedelta(seconds=30)
 
 
 async def test_paying_marks_the_order_paid_with_one_charge(
-    client: AsyncClient, app: FastAPI
+    client: AsyncClient, customer: Account
 ) -> None:
-    account = await make_user(app)
-    order = await place_order(client, account, (await make_product(price="19.99"), 2))
-    response = await pay(client, account, order["id"])
+    order = await place_order(client, customer, (await make_product(price="19.99"), 2))
+    response = await pay(client, customer, order["id"])
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["status"] == "paid"
@@ -57,10 +57,9 @@ async def test_paying_marks_the_order_paid_with_one_charge(
     assert await PendingOrder.get(order["id"]) is None
 
 
-async def test_fifty_concurrent_pays_charge_once(client: AsyncClient, app: FastAPI) -> None:
-    account = await make_user(app)
-    order = await place_order(client, account, (await make_product(price="5.00"), 1))
-    responses = await asyncio.gather(*(pay(client, account, order["id"]) for _ in range(50)))
+async def test_fifty_concurrent_pays_charge_once(client: AsyncClient, customer: Account) -> None:
+    order = await place_order(client, customer, (await make_product(price="5.00"), 1))
+    responses = await asyncio.gather(*(pay(client, customer, order["id"]) for _ in range(50)))
     codes = [r.status_code for r in responses]
     assert codes.count(200) == 1, [r.json() for r in responses if r.status_code != 409]
     assert codes.count(409) == 49, [r.json() for r in responses if r.status_code != 409]
@@ -75,29 +74,29 @@ async def test_fifty_concurrent_pays_charge_once(client: AsyncClient, app: FastA
 
 
 async def test_a_replayed_key_returns_the_first_response_and_charges_nothing(
-    client: AsyncClient, app: FastAPI
+    client: AsyncClient, customer: Account
 ) -> None:
-    account = await make_user(app)
-    order = await place_order(client, account, (await make_product(), 1))
+    order = await place_order(client, customer, (await make_product(), 1))
     key = str(uuid.uuid4())
-    first = await pay(client, account, order["id"], key=key)
-    again = await pay(client, account, order["id"], key=key)
+    first = await pay(client, customer, order["id"], key=key)
+    again = await pay(client, customer, order["id"], key=key)
     assert first.status_code == again.status_code == 200
     assert again.json() == first.json()
     assert again.headers["Idempotent-Replayed"] == "true"
     assert len(await charges_for(order["id"])) == 1
 
-    other_body = await pay(client, account, order["id"], method="pm_card_mastercard", key=key)
+    other_body = await pay(client, customer, order["id"], method="pm_card_mastercard", key=key)
     assert_problem(other_body, 422, "idempotency_key_reused")
     assert len(await charges_for(order["id"])) == 1
 
 
-async def test_concurrent_requests_with_one_key_run_once(client: AsyncClient, app: FastAPI) -> None:
-    account = await make_user(app)
-    order = await place_order(client, account, (await make_product(), 1))
+async def test_concurrent_requests_with_one_key_run_once(
+    client: AsyncClient, customer: Account
+) -> None:
+    order = await place_order(client, customer, (await make_product(), 1))
     key = str(uuid.uuid4())
     responses = await asyncio.gather(
-        *(pay(client, account, order["id"], key=key) for _ in range(10))
+        *(pay(client, customer, order["id"], key=key) for _ in range(10))
     )
     ok = [r for r in responses if r.status_code == 200]
     assert ok
@@ -120,27 +119,25 @@ async def test_keys_belong_to_their_user(client: AsyncClient, app: FastAPI) -> N
     assert len(await charges_for(bob_order["id"])) == 1
 
 
-async def test_the_idempotency_key_is_required(client: AsyncClient, app: FastAPI) -> None:
-    account = await make_user(app)
-    order = await place_order(client, account, (await make_product(), 1))
+async def test_the_idempotency_key_is_required(client: AsyncClient, customer: Account) -> None:
+    order = await place_order(client, customer, (await make_product(), 1))
     response = await client.post(
         "/order/pay/",
         json={"order_id": order["id"], "provider": "mock", "payment_method": "pm_card_visa"},
-        headers=account.headers,
+        headers=customer.headers,
     )
     assert_problem(response, 400, "idempotency_key_missing")
     assert await charges_for(order["id"]) == []
 
 
 async def test_a_declined_order_can_be_paid_with_another_method(
-    client: AsyncClient, app: FastAPI
+    client: AsyncClient, customer: Account
 ) -> None:
-    account = await make_user(app)
-    order = await place_order(client, account, (await make_product(), 1))
-    declined = await pay(client, account, order["id"], method="pm_card_chargeDeclined")
+    order = await place_order(client, customer, (await make_product(), 1))
+    declined = await pay(client, customer, order["id"], method="pm_card_chargeDeclined")
     assert_problem(declined, 402, "payment_declined")
     broke = await pay(
-        client, account, order["id"], method="pm_card_chargeDeclinedInsufficientFunds"
+        client, customer, order["id"], method="pm_card_chargeDeclinedInsufficientFunds"
     )
     assert_problem(broke, 402, "insufficient_funds")
     stored = await Order.get(order["id"])
@@ -148,17 +145,16 @@ async def test_a_declined_order_can_be_paid_with_another_method(
     assert stored.status is OrderStatus.pending_payment
     assert stored.payment_in_progress is None
 
-    paid = await pay(client, account, order["id"], method="pm_card_mastercard")
+    paid = await pay(client, customer, order["id"], method="pm_card_mastercard")
     assert paid.json()["status"] == "paid"
     statuses = sorted(c.status for c in await charges_for(order["id"]))
     assert statuses == [ChargeStatus.failed, ChargeStatus.failed, ChargeStatus.succeeded]
 
 
-async def test_paying_a_paid_order_is_a_conflict(client: AsyncClient, app: FastAPI) -> None:
-    account = await make_user(app)
-    order = await place_order(client, account, (await make_product(), 1))
-    await pay(client, account, order["id"])
-    assert_problem(await pay(client, account, order["id"]), 409, "order_already_paid")
+async def test_paying_a_paid_order_is_a_conflict(client: AsyncClient, customer: Account) -> None:
+    order = await place_order(client, customer, (await make_product(), 1))
+    await pay(client, customer, order["id"])
+    assert_problem(await pay(client, customer, order["id"]), 409, "order_already_paid")
     assert len(await charges_for(order["id"])) == 1
 
 
@@ -171,11 +167,10 @@ async def test_unknown_or_foreign_orders_cannot_be_paid(client: AsyncClient, app
     assert await charges_for(order["id"]) == []
 
 
-async def test_payment_input_is_validated(client: AsyncClient, app: FastAPI) -> None:
-    account = await make_user(app)
-    order = await place_order(client, account, (await make_product(), 1))
+async def test_payment_input_is_validated(client: AsyncClient, customer: Account) -> None:
+    order = await place_order(client, customer, (await make_product(), 1))
     assert_problem(
-        await pay(client, account, order["id"], method="pm_card_bogus"),
+        await pay(client, customer, order["id"], method="pm_card_bogus"),
         422,
         "unknown_payment_method",
     )
@@ -185,33 +180,31 @@ async def test_payment_input_is_validated(client: AsyncClient, app: FastAPI) -> 
         {"order_id": order["id"], "provider": "mock"},
     ]:
         response = await client.post(
-            "/order/pay/", json=body, headers={**account.headers, "Idempotency-Key": "k"}
+            "/order/pay/", json=body, headers={**customer.headers, "Idempotency-Key": "k"}
         )
         assert_problem(response, 422, "validation_error")
     assert await ProviderCharge.count() == 0
 
 
 async def test_a_fully_discounted_order_is_paid_with_a_zero_charge(
-    client: AsyncClient, app: FastAPI
+    client: AsyncClient, customer: Account
 ) -> None:
-    account = await make_user(app)
     await make_discount(scope=DiscountScope.cart, kind=DiscountKind.percent, value="100")
-    order = await place_order(client, account, (await make_product(price="3.00"), 1))
+    order = await place_order(client, customer, (await make_product(price="3.00"), 1))
     assert order["total"] == "0.00"
-    paid = await pay(client, account, order["id"])
+    paid = await pay(client, customer, order["id"])
     assert paid.json()["status"] == "paid"
     assert [c.amount for c in await charges_for(order["id"])] == [Decimal("0.00")]
 
 
 async def test_a_key_left_running_by_a_stopped_process_is_taken_over_after_its_lease(
-    client: AsyncClient, app: FastAPI
+    client: AsyncClient, customer: Account
 ) -> None:
-    account = await make_user(app)
-    order = await place_order(client, account, (await make_product(), 1))
+    order = await place_order(client, customer, (await make_product(), 1))
     request = PayRequest(order_id=order["id"], provider="mock", payment_method="pm_card_visa")
     now = utcnow()
     stuck = IdempotencyRecord(
-        user_id=account.id,
+        user_id=customer.id,
         operation="order.pay",
         key="stuck-key",
         fingerprint=fingerprint("order.pay", request),
@@ -220,43 +213,41 @@ async def test_a_key_left_running_by_a_stopped_process_is_taken_over_after_its_l
     )
     await stuck.insert()
     assert_problem(
-        await pay(client, account, order["id"], key="stuck-key"), 409, "idempotency_key_in_use"
+        await pay(client, customer, order["id"], key="stuck-key"), 409, "idempotency_key_in_use"
     )
 
     await stuck.set({IdempotencyRecord.started_at: now - RUNNING_LEASE - timedelta(seconds=1)})
-    taken_over = await pay(client, account, order["id"], key="stuck-key")
+    taken_over = await pay(client, customer, order["id"], key="stuck-key")
     assert taken_over.status_code == 200, taken_over.text
     assert taken_over.json()["status"] == "paid"
-    replay = await pay(client, account, order["id"], key="stuck-key")
+    replay = await pay(client, customer, order["id"], key="stuck-key")
     assert replay.json() == taken_over.json()
     assert len(await charges_for(order["id"])) == 1
 
 
 async def test_pays_of_orders_that_do_not_exist_keep_no_idempotency_keys(
-    client: AsyncClient, app: FastAPI
+    client: AsyncClient, customer: Account
 ) -> None:
-    account = await make_user(app)
     for _ in range(20):
-        assert_problem(await pay(client, account, str(ObjectId())), 404, "order_not_found")
+        assert_problem(await pay(client, customer, str(ObjectId())), 404, "order_not_found")
     assert await IdempotencyRecord.count() == 0
-    order = await place_order(client, account, (await make_product(), 1))
-    assert (await pay(client, account, order["id"], key="k1")).status_code == 200
-    assert_problem(await pay(client, account, order["id"], key="k2"), 409, "order_already_paid")
+    order = await place_order(client, customer, (await make_product(), 1))
+    assert (await pay(client, customer, order["id"], key="k1")).status_code == 200
+    assert_problem(await pay(client, customer, order["id"], key="k2"), 409, "order_already_paid")
     assert await IdempotencyRecord.count() == 2  # outcomes on a real order are kept
 
 
 async def test_a_retry_after_a_crash_gets_the_success_its_charge_achieved(
-    client: AsyncClient, app: FastAPI
+    client: AsyncClient, app: FastAPI, customer: Account
 ) -> None:
     """The request with key K claimed the order and was charged; then its process died.
     Once its key's lease and its attempt's hold have run out, K's retry answers 200 with the
     paid order, as if the first answer had arrived; another key is told the order is paid."""
-    account = await make_user(app)
-    order = await place_order(client, account, (await make_product(), 1))
+    order = await place_order(client, customer, (await make_product(), 1))
     request = PayRequest(order_id=order["id"], provider="mock", payment_method="pm_card_visa")
     past = utcnow() - RUNNING_LEASE - timedelta(seconds=1)
     await IdempotencyRecord(
-        user_id=account.id,
+        user_id=customer.id,
         operation="order.pay",
         key="K",
         fingerprint=fingerprint("order.pay", request),
@@ -264,7 +255,7 @@ async def test_a_retry_after_a_crash_gets_the_success_its_charge_achieved(
         expires_at=past + timedelta(days=1),
     ).insert()
     claimed = await Order.claim_for_payment(
-        PydanticObjectId(order["id"]), account.id, "mock", "pm_card_visa", past, HOLD, "K"
+        PydanticObjectId(order["id"]), customer.id, "mock", "pm_card_visa", past, HOLD, "K"
     )
     assert claimed is not None and claimed.payment_in_progress is not None
     await app.state.payment_providers["mock"].charge(
@@ -274,9 +265,9 @@ async def test_a_retry_after_a_crash_gets_the_success_its_charge_achieved(
         method="pm_card_visa",
     )  # ... and the process died here
 
-    retried = await pay(client, account, order["id"], key="K")
+    retried = await pay(client, customer, order["id"], key="K")
     assert retried.status_code == 200, retried.text
     assert retried.json()["status"] == "paid"
-    assert_problem(await pay(client, account, order["id"], key="other"), 409, "order_already_paid")
+    assert_problem(await pay(client, customer, order["id"], key="other"), 409, "order_already_paid")
     assert len(await charges_for(order["id"])) == 1
-    assert (await pay(client, account, order["id"], key="K")).json() == retried.json()
+    assert (await pay(client, customer, order["id"], key="K")).json() == retried.json()

@@ -8,7 +8,6 @@ import pytest
 from fastapi import FastAPI
 from httpx import AsyncClient
 
-from shop.accounts.models import Role
 from shop.clock import ShiftedClock
 from shop.config import AppSettings
 from shop.discounts.models import DiscountKind, DiscountScope
@@ -17,6 +16,7 @@ from shop.payments.mock import MockProvider, ProviderRefund
 from shop.returns.models import ReturnRequest
 from shop.returns.service import REFUND_RETRY_AFTER, retry_refunds
 from tests.factories import (
+    Account,
     add_to_cart,
     apply_code,
     assert_problem,
@@ -39,15 +39,14 @@ def provider(app: FastAPI) -> Iterator[MockProvider]:
 
 
 async def test_a_full_return_refunds_what_was_paid_and_restocks(
-    client: AsyncClient, app: FastAPI
+    client: AsyncClient, customer: Account
 ) -> None:
-    account = await make_user(app)
     mug = await make_product(price="12.50", stock=10)
     pen = await make_product(price="0.10", stock=10)
-    order = await make_paid_order(client, account, (mug, 2), (pen, 3))
+    order = await make_paid_order(client, customer, (mug, 2), (pen, 3))
     assert (await stock_of(mug), await stock_of(pen)) == (8, 7)
 
-    response = await request_return(client, account, order["id"], (mug, 2), (pen, 3))
+    response = await request_return(client, customer, order["id"], (mug, 2), (pen, 3))
     assert response.status_code == 201, response.text
     created = response.json()
     assert created["status"] == "refunded"
@@ -62,31 +61,30 @@ async def test_a_full_return_refunds_what_was_paid_and_restocks(
     assert (stored.status, stored.refunded_total) == (OrderStatus.returned, Decimal("25.30"))
 
     status = (
-        await client.get(f"/order/{order['id']}/return_status/", headers=account.headers)
+        await client.get(f"/order/{order['id']}/return_status/", headers=customer.headers)
     ).json()
     assert (status["order_status"], status["refunded_total"]) == ("returned", "25.30")
     assert [r["id"] for r in status["returns"]] == [created["id"]]
 
 
 async def test_two_partial_returns_add_up_to_what_was_paid_with_a_cart_discount(
-    client: AsyncClient, app: FastAPI
+    client: AsyncClient, customer: Account
 ) -> None:
-    account = await make_user(app)
     item = await make_product(price="33.33", stock=10)
     await make_discount(scope=DiscountScope.cart, kind=DiscountKind.percent, value="10", code="TEN")
-    await add_to_cart(client, account, item, 3)
-    await apply_code(client, account, "TEN")
-    order = await make_paid_order(client, account)
+    await add_to_cart(client, customer, item, 3)
+    await apply_code(client, customer, "TEN")
+    order = await make_paid_order(client, customer)
     assert order["total"] == "89.99"
 
-    first = (await request_return(client, account, order["id"], (item, 1))).json()
+    first = (await request_return(client, customer, order["id"], (item, 1))).json()
     assert (first["status"], first["refund_amount"]) == ("refunded", "30.00")
-    middle = (await client.get(f"/order/{order['id']}/", headers=account.headers)).json()
+    middle = (await client.get(f"/order/{order['id']}/", headers=customer.headers)).json()
     assert middle["status"] == "partially_returned"
 
-    second = (await request_return(client, account, order["id"], (item, 2))).json()
+    second = (await request_return(client, customer, order["id"], (item, 2))).json()
     assert second["refund_amount"] == "59.99"
-    final = (await client.get(f"/order/{order['id']}/", headers=account.headers)).json()
+    final = (await client.get(f"/order/{order['id']}/", headers=customer.headers)).json()
     assert [h["status"] for h in final["status_history"]] == [
         "pending_payment",
         "paid",
@@ -98,26 +96,29 @@ async def test_two_partial_returns_add_up_to_what_was_paid_with_a_cart_discount(
 
 
 async def test_returns_of_unpaid_cancelled_or_returned_orders_are_refused(
-    client: AsyncClient, app: FastAPI, settings: AppSettings, clock: ShiftedClock
+    client: AsyncClient, settings: AppSettings, clock: ShiftedClock, customer: Account
 ) -> None:
-    account = await make_user(app)
     product = await make_product(stock=20)
-    unpaid = await place_order(client, account, (product, 1))
+    unpaid = await place_order(client, customer, (product, 1))
     assert_problem(
-        await request_return(client, account, unpaid["id"], (product, 1)), 409, "return_not_allowed"
+        await request_return(client, customer, unpaid["id"], (product, 1)),
+        409,
+        "return_not_allowed",
     )
-    returned = await make_paid_order(client, account, (product, 1))
-    await request_return(client, account, returned["id"], (product, 1))
+    returned = await make_paid_order(client, customer, (product, 1))
+    await request_return(client, customer, returned["id"], (product, 1))
     assert_problem(
-        await request_return(client, account, returned["id"], (product, 1)),
+        await request_return(client, customer, returned["id"], (product, 1)),
         409,
         "return_not_allowed",
     )
     settings.payment_timeout_seconds = 1
-    doomed = await place_order(client, account, (product, 1))
+    doomed = await place_order(client, customer, (product, 1))
     clock.advance(1.1)
     assert_problem(
-        await request_return(client, account, doomed["id"], (product, 1)), 409, "return_not_allowed"
+        await request_return(client, customer, doomed["id"], (product, 1)),
+        409,
+        "return_not_allowed",
     )
     assert await ReturnRequest.count() == 1
 
@@ -138,30 +139,29 @@ async def test_other_users_orders_cannot_be_returned(client: AsyncClient, app: F
     assert await ReturnRequest.count() == 0
 
 
-async def test_quantities_are_checked(client: AsyncClient, app: FastAPI) -> None:
-    account = await make_user(app)
+async def test_quantities_are_checked(client: AsyncClient, customer: Account) -> None:
     product = await make_product(stock=10)
     stranger = await make_product()
-    order = await make_paid_order(client, account, (product, 2))
+    order = await make_paid_order(client, customer, (product, 2))
     body = assert_problem(
-        await request_return(client, account, order["id"], (product, 3)),
+        await request_return(client, customer, order["id"], (product, 3)),
         409,
         "return_quantity_exceeded",
     )
     assert body["products"] == [str(product.id)]
     assert_problem(
-        await request_return(client, account, order["id"], (stranger, 1)),
+        await request_return(client, customer, order["id"], (stranger, 1)),
         422,
         "product_not_in_order",
     )
     for items in [[(product, 0)], [], [(product, 1), (product, 1)]]:
-        response = await request_return(client, account, order["id"], *items)
+        response = await request_return(client, customer, order["id"], *items)
         assert_problem(response, 422, "validation_error")
-    bad_reason = await request_return(client, account, order["id"], (product, 1), reason="meh")
+    bad_reason = await request_return(client, customer, order["id"], (product, 1), reason="meh")
     assert_problem(bad_reason, 422, "validation_error")
-    await request_return(client, account, order["id"], (product, 1))
+    await request_return(client, customer, order["id"], (product, 1))
     assert_problem(
-        await request_return(client, account, order["id"], (product, 2)),
+        await request_return(client, customer, order["id"], (product, 2)),
         409,
         "return_quantity_exceeded",
     )
@@ -169,33 +169,31 @@ async def test_quantities_are_checked(client: AsyncClient, app: FastAPI) -> None
 
 
 async def test_the_return_window_closes(
-    client: AsyncClient, app: FastAPI, settings: AppSettings
+    client: AsyncClient, settings: AppSettings, customer: Account
 ) -> None:
-    account = await make_user(app)
     product = await make_product()
-    order = await make_paid_order(client, account, (product, 1))
+    order = await make_paid_order(client, customer, (product, 1))
     stored = await Order.get(order["id"])
     assert stored is not None and stored.paid_at is not None
     await Order.get_pymongo_collection().update_one(
         {"_id": stored.id}, {"$set": {"paid_at": stored.paid_at - timedelta(days=15)}}
     )
     assert_problem(
-        await request_return(client, account, order["id"], (product, 1)),
+        await request_return(client, customer, order["id"], (product, 1)),
         409,
         "return_window_closed",
     )
     settings.return_window_days = 30
-    assert (await request_return(client, account, order["id"], (product, 1))).status_code == 201
+    assert (await request_return(client, customer, order["id"], (product, 1))).status_code == 201
 
 
 async def test_twenty_concurrent_returns_of_the_last_unit_refund_once(
-    client: AsyncClient, app: FastAPI
+    client: AsyncClient, customer: Account
 ) -> None:
-    account = await make_user(app)
     product = await make_product(stock=5)
-    order = await make_paid_order(client, account, (product, 1))
+    order = await make_paid_order(client, customer, (product, 1))
     responses = await asyncio.gather(
-        *(request_return(client, account, order["id"], (product, 1)) for _ in range(20))
+        *(request_return(client, customer, order["id"], (product, 1)) for _ in range(20))
     )
     codes = sorted(r.status_code for r in responses)
     assert codes.count(201) == 1
@@ -209,36 +207,35 @@ async def test_twenty_concurrent_returns_of_the_last_unit_refund_once(
     assert await stock_of(product) == 5
 
 
-async def test_a_replayed_key_returns_the_same_return(client: AsyncClient, app: FastAPI) -> None:
-    account = await make_user(app)
+async def test_a_replayed_key_returns_the_same_return(
+    client: AsyncClient, customer: Account
+) -> None:
     product = await make_product(stock=5)
-    order = await make_paid_order(client, account, (product, 2))
+    order = await make_paid_order(client, customer, (product, 2))
     key = str(uuid.uuid4())
-    first = await request_return(client, account, order["id"], (product, 1), key=key)
-    again = await request_return(client, account, order["id"], (product, 1), key=key)
+    first = await request_return(client, customer, order["id"], (product, 1), key=key)
+    again = await request_return(client, customer, order["id"], (product, 1), key=key)
     assert first.status_code == again.status_code == 201
     assert again.json() == first.json()
     assert len(await refunds_for(order)) == 1
     assert await ReturnRequest.count() == 1
-    other = await request_return(client, account, order["id"], (product, 2), key=key)
+    other = await request_return(client, customer, order["id"], (product, 2), key=key)
     assert_problem(other, 422, "idempotency_key_reused")
 
 
 async def test_with_manual_approval_an_admin_decides(
-    client: AsyncClient, app: FastAPI, settings: AppSettings
+    client: AsyncClient, settings: AppSettings, customer: Account, admin: Account
 ) -> None:
     settings.returns_auto_approve = False
-    account = await make_user(app)
-    admin = await make_user(app, Role.admin)
     product = await make_product(price="7.00", stock=5)
-    order = await make_paid_order(client, account, (product, 3))
+    order = await make_paid_order(client, customer, (product, 3))
 
-    waiting = (await request_return(client, account, order["id"], (product, 1))).json()
+    waiting = (await request_return(client, customer, order["id"], (product, 1))).json()
     assert waiting["status"] == "requested"
     assert await refunds_for(order) == []
     assert await stock_of(product) == 2
     approve = f"/admin/returns/{waiting['id']}/approve"
-    assert_problem(await client.post(approve, headers=account.headers), 403, "forbidden")
+    assert_problem(await client.post(approve, headers=customer.headers), 403, "forbidden")
 
     queue = (await client.get("/admin/returns/?status=requested", headers=admin.headers)).json()
     assert [r["id"] for r in queue["items"]] == [waiting["id"]]
@@ -247,7 +244,7 @@ async def test_with_manual_approval_an_admin_decides(
     assert [r.amount for r in await refunds_for(order)] == [Decimal("7.00")]
     assert await stock_of(product) == 3
 
-    rejected_request = (await request_return(client, account, order["id"], (product, 2))).json()
+    rejected_request = (await request_return(client, customer, order["id"], (product, 2))).json()
     rejected = await client.post(
         f"/admin/returns/{rejected_request['id']}/reject",
         json={"reason": "Opened and used"},
@@ -262,22 +259,25 @@ async def test_with_manual_approval_an_admin_decides(
         "illegal_return_transition",
     )
     # The rejected units can be asked for again.
-    assert (await request_return(client, account, order["id"], (product, 2))).status_code == 201
+    assert (await request_return(client, customer, order["id"], (product, 2))).status_code == 201
     status = (
-        await client.get(f"/order/{order['id']}/return_status/", headers=account.headers)
+        await client.get(f"/order/{order['id']}/return_status/", headers=customer.headers)
     ).json()
     assert [r["status"] for r in status["returns"]] == ["refunded", "rejected", "requested"]
     assert (status["order_status"], status["refunded_total"]) == ("partially_returned", "7.00")
 
 
 async def test_a_failed_refund_leaves_the_return_retryable(
-    client: AsyncClient, app: FastAPI, provider: MockProvider, clock: ShiftedClock
+    client: AsyncClient,
+    app: FastAPI,
+    provider: MockProvider,
+    clock: ShiftedClock,
+    customer: Account,
 ) -> None:
-    account = await make_user(app)
     product = await make_product(price="4.00", stock=5)
-    order = await make_paid_order(client, account, (product, 2))
+    order = await make_paid_order(client, customer, (product, 2))
     provider.refunds_unavailable = True
-    pending = (await request_return(client, account, order["id"], (product, 2))).json()
+    pending = (await request_return(client, customer, order["id"], (product, 2))).json()
     assert pending["status"] == "approved"
     assert await ProviderRefund.count() == 0
     assert await stock_of(product) == 3
@@ -291,7 +291,7 @@ async def test_a_failed_refund_leaves_the_return_retryable(
     done = await asyncio.gather(*(retry_refunds(providers) for _ in range(3)))
     assert sum(done) >= 1
     status = (
-        await client.get(f"/order/{order['id']}/return_status/", headers=account.headers)
+        await client.get(f"/order/{order['id']}/return_status/", headers=customer.headers)
     ).json()
     assert [r["status"] for r in status["returns"]] == ["refunded"]
     assert (status["order_status"], status["refunded_total"]) == ("returned", "8.00")
@@ -300,11 +300,10 @@ async def test_a_failed_refund_leaves_the_return_retryable(
 
 
 async def test_an_order_without_returns_has_an_empty_return_status(
-    client: AsyncClient, app: FastAPI
+    client: AsyncClient, customer: Account
 ) -> None:
-    account = await make_user(app)
-    order = await make_paid_order(client, account, (await make_product(price="2.50"), 1))
-    status = await client.get(f"/order/{order['id']}/return_status/", headers=account.headers)
+    order = await make_paid_order(client, customer, (await make_product(price="2.50"), 1))
+    status = await client.get(f"/order/{order['id']}/return_status/", headers=customer.headers)
     assert status.status_code == 200
     assert status.json() == {
         "order_id": order["id"],
