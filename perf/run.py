@@ -35,6 +35,9 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+from beanie import PydanticObjectId
+
+from shop.pagination import encode_cursor  # the catalog's own cursor, to start deep in it
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -368,8 +371,9 @@ def start_services(db_url: str, tmp: Path, out: Path) -> dict[str, Service]:
         "SHOP_REGISTRATIONS_PER_ADDRESS": "1000000",
         "SHOP_LOGIN_FAILURES_LIMIT": "1000000",
     }
-    # The floor runs on the same server configuration as `shop serve`: uvloop, httptools and
-    # uvicorn's access log, so the ratios compare the applications, not the servers.
+    # The floor runs on the same server configuration as `shop serve` (uvloop, httptools) and
+    # logs each request as the shop does (uvicorn's access log; the shop writes its own
+    # request line), so the ratios compare the applications, not the servers.
     floor = [str(BIN / "python"), "-m", "uvicorn", "perf.floor:app"]
     floor += ["--loop", "uvloop", "--http", "httptools"]
     shop = [str(BIN / "shop"), "serve"]
@@ -576,7 +580,7 @@ def product_cursor(db: Any, position: int) -> str:
     """The catalog's cursor at ``position`` (the last id shown before it), read from the
     database: walking there a page at a time takes minutes on the embedded server."""
     (before,) = db.products.find({}, {"_id": 1}).sort("_id", 1).skip(position - 1).limit(1)
-    return str(before["_id"])
+    return urllib.parse.quote(encode_cursor(PydanticObjectId(before["_id"])))
 
 
 def walk(url: str, token: str, pages: int) -> str:
@@ -619,8 +623,9 @@ def write_report(
         f"Each comparison run: {args.vus} virtual users for {args.duration}; {args.rounds} "
         f"round(s), targets interleaved; figures are medians over the rounds. "
         f"CPU is the service's own processes (and, apart, the database's) per request. "
-        f"Both services run on the same server configuration (uvicorn with uvloop, httptools "
-        f"and its access log).",
+        f"Both services run on uvicorn with uvloop and httptools and write one log line per "
+        f"request (the floor uvicorn's access log, the shop its own request line); the shop "
+        f"also counts its Prometheus metrics.",
         "",
         "## The shop against the floor",
         "",

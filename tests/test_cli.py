@@ -102,6 +102,27 @@ def test_serve_runs_on_uvloop_and_httptools(
     cli.main(["serve", "--workers", "2"])
     assert (options["loop"], options["workers"]) == ("uvloop", 2)
     assert issubclass(options["http"], HttpToolsProtocol)
+    assert (options["host"], options["port"]) == ("127.0.0.1", 8000)
+
+    monkeypatch.setenv("SHOP_HOST", "0.0.0.0")
+    monkeypatch.setenv("SHOP_PORT", "8080")
+    monkeypatch.setenv("SHOP_WORKERS", "3")
+    cli.main(["serve"])
+    assert (options["host"], options["port"], options["workers"]) == ("0.0.0.0", 8080, 3)
+    cli.main(["serve", "--port", "9000"])  # an option wins over the setting
+    assert options["port"] == 9000
+
+
+def test_make_run_passes_host_and_port_and_makes_a_development_admin() -> None:
+    dry = subprocess.run(
+        ["make", "-n", "run", "HOST=0.0.0.0", "PORT=8080"],
+        cwd=Path(__file__).parent.parent,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "SHOP_HOST=0.0.0.0 SHOP_PORT=8080" in dry
+    assert "SHOP_DEV_ADMIN=${SHOP_DEV_ADMIN:-true}" in dry
 
 
 def test_a_client_that_sends_half_a_request_is_cut_off(tmp_path: Path) -> None:
