@@ -98,7 +98,7 @@ def test_serve_runs_on_uvloop_and_httptools(
     monkeypatch.setenv("SHOP_DATA_DIR", str(tmp_path))
     # What main() sets up for a real process, kept out of this test process.
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
-    monkeypatch.setattr("shop.observability.configure_logging", lambda *_: None)
+    monkeypatch.setattr("logging.config.dictConfig", lambda *_: None)
     cli.main(["serve", "--workers", "2"])
     assert (options["loop"], options["workers"]) == ("uvloop", 2)
     assert issubclass(options["http"], HttpToolsProtocol)

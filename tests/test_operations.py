@@ -172,6 +172,10 @@ def test_metrics_add_up_every_workers_figures(tmp_path: Path) -> None:
     finally:
         log = stop(shop, tmp_path)
     assert shop.returncode == 0, log
+    # Both workers log each request, in the configured format, with its id.
+    logged = {line.rsplit("[", 1)[1].rstrip("]") for line in log.splitlines()
+              if " shop.http: GET /products/ 200 " in line}  # fmt: skip
+    assert served <= logged
 
 
 def test_shop_serve_sets_up_metrics_before_anything_imports_prometheus() -> None:

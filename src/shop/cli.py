@@ -6,6 +6,7 @@ import asyncio
 import getpass
 import json
 import logging
+import logging.config
 import os
 import shutil
 import signal
@@ -52,16 +53,17 @@ def main(argv: list[str] | None = None) -> None:
     settings = AppSettings()
     _share_metrics(settings.data_dir.resolve() / "metrics")
     # Imported only now: prometheus-client picks its multiprocess mode when first imported.
-    from shop.observability import configure_logging
+    from shop.observability import logging_config
 
-    configure_logging(settings.effective_log_format, settings.log_level)
+    log_config = logging_config(settings.effective_log_format, settings.log_level)
+    logging.config.dictConfig(log_config)
     args.host = args.host or settings.host
     args.port = args.port or settings.port
     args.workers = args.workers or settings.workers
     settings.signing_key()  # a development key is made once, before any worker starts
     _announce(settings, args.host, args.port)
     if settings.mongodb_url is not None:
-        _serve(args)
+        _serve(args, log_config)
         return
     # One embedded database for all workers; they find it through the environment. It is
     # restarted if it exits; if it cannot be, the shop stops and exits non-zero.
@@ -75,7 +77,7 @@ def main(argv: list[str] | None = None) -> None:
         logging.getLogger("shop").info("embedded database at %s", database.url)
         os.environ["SHOP_MONGODB_URL"] = database.url
         supervisor.start()
-        _serve(args)
+        _serve(args, log_config)
     finally:
         supervisor.stop()
         database.stop()
@@ -169,7 +171,7 @@ async def _create_admin(url: str, email: str, password: str) -> int:
 _GAVE_UP = "shop: the embedded database stopped and could not be restarted; see the log above"
 
 
-def _serve(args: argparse.Namespace) -> None:
+def _serve(args: argparse.Namespace, log_config: dict[str, Any]) -> None:
     uvicorn.run(
         "shop.main:create_app",
         factory=True,
@@ -182,7 +184,7 @@ def _serve(args: argparse.Namespace) -> None:
         loop="uvloop",
         http=DeadlineHttpToolsProtocol,  # httptools, with a deadline to send a request
         server_header=False,  # no version for scanners
-        log_config=None,  # the logging configured above, one format for every line
+        log_config=log_config,  # applied in every worker: one format for every line
         access_log=False,  # each request's line is written by shop.observability
     )
 

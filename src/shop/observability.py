@@ -105,6 +105,8 @@ class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, message, the request id, and the
     record's ``fields`` (passed as ``extra={"fields": {...}}``)."""
 
+    converter = time.gmtime  # type: ignore[assignment]  # UTC, as the Z says
+
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
             "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
@@ -121,6 +123,8 @@ class JsonFormatter(logging.Formatter):
 
 
 class TextFormatter(logging.Formatter):
+    converter = time.gmtime  # type: ignore[assignment]  # UTC, as the Z says
+
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
 
@@ -130,15 +134,26 @@ class TextFormatter(logging.Formatter):
         return line if rid is None else f"{line} [{rid}]"
 
 
-def configure_logging(fmt: str, level: str) -> None:
-    """Every logger, uvicorn's included, writes through one handler in one format."""
-    handler = logging.StreamHandler()
-    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
-    handler.formatter.converter = time.gmtime  # type: ignore[union-attr]
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
-    for name in ("uvicorn", "uvicorn.error"):
-        logging.getLogger(name).handlers[:] = []
-        logging.getLogger(name).propagate = True
-    logging.getLogger("uvicorn.access").disabled = True  # the request line above replaces it
+def logging_config(fmt: str, level: str) -> dict[str, Any]:
+    """Every logger, uvicorn's included, writing through one handler in one format (a
+    ``logging.config.dictConfig``; uvicorn applies it again in each worker process)."""
+    formatter = JsonFormatter if fmt == "json" else TextFormatter
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"shop": {"()": f"{formatter.__module__}.{formatter.__qualname__}"}},
+        "handlers": {
+            "shop": {
+                "class": "logging.StreamHandler",
+                "formatter": "shop",
+                "stream": "ext://sys.stderr",
+            }
+        },
+        "root": {"handlers": ["shop"], "level": level.upper()},
+        "loggers": {
+            "uvicorn": {"handlers": [], "propagate": True},
+            "uvicorn.error": {"handlers": [], "propagate": True},
+            # The request's own line (RequestLog) replaces uvicorn's access log.
+            "uvicorn.access": {"handlers": [], "propagate": False, "level": "CRITICAL"},
+        },
+    }
