@@ -1,3 +1,6 @@
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -48,3 +51,17 @@ async def test_the_client_journals_majority_writes_and_reads_the_primary_whateve
 def test_production_refuses_a_development_admin() -> None:
     with pytest.raises(ValueError, match="SHOP_DEV_ADMIN"):
         AppSettings(environment="production", secret_key="k" * 40, dev_admin=True)
+
+
+@pytest.mark.slow
+def test_fault_injection_skips_saying_why_on_a_server_without_test_commands() -> None:
+    """Atlas and most managed replica sets have no failCommand (CommandNotFound, code 59)."""
+    with EmbeddedMongo(":memory:", test_commands=False) as managed:
+        env = {**os.environ, "SHOP_MONGODB_URL": managed.url}
+        run = subprocess.run(
+            [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider",
+             str(Path(__file__).parent / "test_faults.py")],
+            env=env, capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "4 skipped" in run.stdout and "no failCommand" in run.stdout, run.stdout
