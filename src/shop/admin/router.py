@@ -23,19 +23,6 @@ from shop.returns.service import returns_of_order
 router = APIRouter(prefix="/admin", tags=["admin"])
 
 
-def _summary(order: Order) -> OrderSummary:
-    assert order.id is not None
-    return OrderSummary(
-        id=order.id,
-        status=order.status,
-        item_count=sum(line.quantity for line in order.lines),
-        subtotal=order.subtotal,
-        total=order.total,
-        currency=order.currency,
-        created_at=order.created_at,
-    )
-
-
 @router.get(
     "/orders/",
     responses=responses(InvalidCursor, Forbidden),
@@ -61,7 +48,7 @@ async def list_orders(
         created_from=created_from,
         created_before=created_before,
     )
-    return found.shaped(_summary)
+    return found.shaped(OrderSummary.of)
 
 
 @router.get(

@@ -38,19 +38,6 @@ def order_out(order: Order) -> OrderOut:
     return OrderOut.model_validate(order, from_attributes=True)
 
 
-def order_summary(order: Order) -> OrderSummary:
-    assert order.id is not None
-    return OrderSummary(
-        id=order.id,
-        status=order.status,
-        item_count=sum(line.quantity for line in order.lines),
-        subtotal=order.subtotal,
-        total=order.total,
-        currency=order.currency,
-        created_at=order.created_at,
-    )
-
-
 @router.post(
     "/create/",
     status_code=status.HTTP_201_CREATED,
@@ -123,7 +110,7 @@ async def order_history(
     found = await service.order_history(
         user.id, providers, limit=limit, cursor=cursor, status=status
     )
-    return found.shaped(order_summary)
+    return found.shaped(OrderSummary.of)
 
 
 @router.post(

@@ -6,7 +6,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from shop.cart.schemas import PricedLineOut
 from shop.money import Money
-from shop.orders.models import OrderStatus
+from shop.orders.models import Order, OrderStatus
 
 
 class PayRequest(BaseModel):
@@ -78,3 +78,16 @@ class OrderSummary(BaseModel):
     total: Money
     currency: str
     created_at: datetime
+
+    @classmethod
+    def of(cls, order: Order) -> "OrderSummary":
+        assert order.id is not None
+        return cls(
+            id=order.id,
+            status=order.status,
+            item_count=sum(line.quantity for line in order.lines),
+            subtotal=order.subtotal,
+            total=order.total,
+            currency=order.currency,
+            created_at=order.created_at,
+        )
