@@ -166,3 +166,23 @@ def _read_response(connection: socket.socket) -> bytes:
     while len(body) < length:
         body += connection.recv(65536)
     return head + b"\r\n\r\n" + body
+
+
+def test_serve_says_why_when_the_embedded_database_cannot_start(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from shop import cli
+    from shop.embedded import EmbeddedMongo
+
+    def missing(self: EmbeddedMongo, timeout: float = 30.0) -> None:
+        raise RuntimeError("no embedded database: set SHOP_MONGODB_URL ...")
+
+    monkeypatch.delenv("SHOP_MONGODB_URL", raising=False)
+    monkeypatch.setenv("SHOP_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    monkeypatch.setattr("logging.config.dictConfig", lambda *_: None)
+    monkeypatch.setattr(EmbeddedMongo, "start", missing)
+    monkeypatch.setattr("signal.signal", lambda *_: None)
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["serve"])
+    assert exited.value.code == "shop: no embedded database: set SHOP_MONGODB_URL ..."

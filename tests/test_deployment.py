@@ -53,6 +53,7 @@ def test_the_dockerfile_builds_a_small_non_root_image_that_serves_and_checks_rea
     assert "HEALTHCHECK" in text and "/ready" in text
     set_here = set(re.findall(r"\b(SHOP_[A-Z_]+)=", text))
     assert set_here and set_here <= SETTINGS, set_here - SETTINGS
+    assert "[embedded]" not in text  # real MongoDB only: no embedded database in the image
     # The dependencies' layer comes before the code, so a code change reuses it.
     assert text.index("COPY pyproject.toml") < text.index("COPY src")
     ignored = (ROOT / ".dockerignore").read_text().split()

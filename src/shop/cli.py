@@ -73,7 +73,10 @@ def main(argv: list[str] | None = None) -> None:
     # database is stopped cleanly too.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(_GAVE_UP if supervisor.failed else 0))
     try:
-        database.start()
+        try:
+            database.start()
+        except RuntimeError as cannot:  # not installed, or the data directory is in use
+            sys.exit(f"shop: {cannot}")
         logging.getLogger("shop").info("embedded database at %s", database.url)
         os.environ["SHOP_MONGODB_URL"] = database.url
         supervisor.start()

@@ -254,7 +254,10 @@ def _server_program() -> str:
         return str(beside_python)
     found = shutil.which("secantusd-py")
     if found is None:
-        raise RuntimeError("secantusd-py not found: install the SecantusDB package")
+        raise RuntimeError(
+            "no embedded database: set SHOP_MONGODB_URL to a MongoDB replica set, or install "
+            "it with `pip install 'shop[embedded]'` (make run and make test do)"
+        )
     return found
 
 
