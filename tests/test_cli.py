@@ -99,6 +99,9 @@ def test_serve_runs_on_uvloop_and_httptools(
     # What main() sets up for a real process, kept out of this test process.
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
     monkeypatch.setattr("logging.config.dictConfig", lambda *_: None)
+    for name in ("SHOP_HOST", "SHOP_PORT"):  # main() exports them: undone after the test
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
     cli.main(["serve", "--workers", "2"])
     assert (options["loop"], options["workers"]) == ("uvloop", 2)
     assert issubclass(options["http"], HttpToolsProtocol)
@@ -182,6 +185,9 @@ def test_serve_says_why_when_the_embedded_database_cannot_start(
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
     monkeypatch.setattr("logging.config.dictConfig", lambda *_: None)
     monkeypatch.setattr(EmbeddedMongo, "start", missing)
+    for name in ("SHOP_HOST", "SHOP_PORT"):  # main() exports them: undone after the test
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
     monkeypatch.setattr("signal.signal", lambda *_: None)
     with pytest.raises(SystemExit) as exited:
         cli.main(["serve"])

@@ -53,7 +53,9 @@ def test_the_walk_through_runs_as_written_and_admins_can_be_made(tmp_path: Path)
         assert '"quantity": 2' in ran.stdout  # three added, one removed
 
         printed = out.read_text()
-        assert f"the API at http://127.0.0.1:{port}/ and its docs at" in printed
+        assert f"the API will answer at http://127.0.0.1:{port}/ and its docs at" in printed
+        ready = f"ready: the API answers at http://127.0.0.1:{port}/ and its docs at"
+        assert ready in (tmp_path / "log").read_text()
         email, password = re.findall(r"development admin (\S+), password (\S+)", printed)[0]
         assert password not in (tmp_path / "log").read_text()  # printed, never logged
         base = f"http://127.0.0.1:{port}"

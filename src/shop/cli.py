@@ -61,6 +61,8 @@ def main(argv: list[str] | None = None) -> None:
     args.port = args.port or settings.port
     args.workers = args.workers or settings.workers
     settings.signing_key()  # a development key is made once, before any worker starts
+    # Workers read their settings from the environment: the address too, for their logs.
+    os.environ["SHOP_HOST"], os.environ["SHOP_PORT"] = args.host, str(args.port)
     _announce(settings, args.host, args.port)
     if settings.mongodb_url is not None:
         _serve(args, log_config)
@@ -102,7 +104,7 @@ def _announce(settings: AppSettings, host: str, port: int) -> None:
     """Where the API will answer, and in development the admin's credentials: on standard
     output, for the person who started it (never in the log)."""
     base = f"http://{host}:{port}"
-    print(f"shop: the API at {base}/ and its docs at {base}/docs", flush=True)
+    print(f"shop: starting; the API will answer at {base}/ and its docs at {base}/docs", flush=True)
     if settings.dev_admin:
         password = settings.dev_admin_password()
         print(f"shop: development admin {DEV_ADMIN_EMAIL}, password {password}", flush=True)

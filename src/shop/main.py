@@ -136,6 +136,8 @@ def create_app(settings: AppSettings | None = None) -> FastAPI:
             sweeper = asyncio.create_task(
                 run_sweeper(app.state.payment_providers, settings.sweep_interval_seconds)
             )
+            base = f"http://{settings.host}:{settings.port}"
+            log.info("ready: the API answers at %s/ and its docs at %s/docs", base, base)
             yield
             sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
