@@ -60,3 +60,17 @@ def test_a_module_imports_only_its_own_layer_and_those_below(path: Path, imports
     if path.name == "router.py":
         allowed.add("deps")  # the web edge takes the wiring's dependencies
     assert imports <= allowed, f"{path} imports {sorted(imports - allowed)}"
+
+
+def test_each_domain_keeps_its_errors_in_one_module() -> None:
+    """A domain's errors live with its documents (``models.py``); a router, a service or a
+    second module of the domain defines none."""
+    import shop.main  # noqa: F401  (imports every module with an error class)
+    from shop.errors import ShopError
+
+    def every(cls: type[ShopError]) -> list[type[ShopError]]:
+        return [cls, *(d for sub in cls.__subclasses__() for d in every(sub))]
+
+    homes = {error.__module__ for error in every(ShopError)}
+    allowed = {"shop.errors", "shop.payments.provider", "shop.pagination", "shop.idempotency"}
+    assert {home for home in homes if not home.endswith(".models")} <= allowed, homes

@@ -6,7 +6,7 @@ from beanie import Document, Indexed
 from pydantic import Field
 
 from shop.clock import utcnow
-from shop.errors import Conflict, ShopError
+from shop.errors import Conflict, NotAuthenticated, ShopError
 
 
 class Role(StrEnum):
@@ -16,6 +16,14 @@ class Role(StrEnum):
 
 class EmailTaken(Conflict):
     code, title = "email_taken", "Email already registered"
+
+
+class InvalidRefreshToken(NotAuthenticated):
+    code, title = "invalid_refresh_token", "Refresh token unknown, expired or revoked"
+
+
+class RefreshTokenReused(NotAuthenticated):
+    code, title = "refresh_token_reused", "Refresh token already used; log in again"
 
 
 class FormExpected(ShopError):

@@ -4,10 +4,15 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Form, Request, status
 
 from shop.accounts import service, tokens
-from shop.accounts.models import EmailTaken, FormExpected, User
+from shop.accounts.models import (
+    EmailTaken,
+    FormExpected,
+    InvalidRefreshToken,
+    RefreshTokenReused,
+    User,
+)
 from shop.accounts.schemas import LoginForm, RefreshRequest, RegisterRequest, TokenOut, UserOut
 from shop.accounts.security import Principal, create_access_token
-from shop.accounts.tokens import InvalidRefreshToken, RefreshTokenReused
 from shop.clock import utcnow
 from shop.config import AppSettings
 from shop.deps import ClientAddress, CurrentUser, Hashing, Settings, SigningKey, Throttled

@@ -16,16 +16,7 @@ from typing import Annotated, ClassVar
 from beanie import Document, Indexed, PydanticObjectId
 from pymongo import ASCENDING, IndexModel, ReturnDocument
 
-from shop.accounts.models import User
-from shop.errors import NotAuthenticated
-
-
-class InvalidRefreshToken(NotAuthenticated):
-    code, title = "invalid_refresh_token", "Refresh token unknown, expired or revoked"
-
-
-class RefreshTokenReused(NotAuthenticated):
-    code, title = "refresh_token_reused", "Refresh token already used; log in again"
+from shop.accounts.models import InvalidRefreshToken, RefreshTokenReused, User
 
 
 class RefreshToken(Document):
