@@ -64,7 +64,7 @@ API_DESCRIPTION = """\
 Log in with **Authorize**: the username is your **email**. Register first at
 `POST /auth/register`, or use the development admin `make run` prints.
 
-Money is an exact decimal string (`"12.50"`), never a float. Every error is
+Money is an exact decimal string (`"12.50"`), never a floating-point number. Every error is
 `application/problem+json` with a stable `code`. `POST /order/pay/` and
 `POST /order/{order_id}/return/` need an `Idempotency-Key` header: retrying with the same
 key never charges or refunds twice.
