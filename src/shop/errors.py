@@ -131,6 +131,13 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     errors = exc.errors()
     if invalid := next((e for e in errors if e["type"] == "json_invalid"), None):
         return _invalid_json(invalid, exc.body)
+    detail, fields = invalid_fields(errors)
+    return problem_response(422, "validation_error", "Invalid request", detail, errors=fields)
+
+
+def invalid_fields(errors: Sequence[Any]) -> tuple[str, list[dict[str, Any]]]:
+    """Pydantic's errors as every 422 tells them: a detail naming each field by its path,
+    and each field with where it came from (``loc`` starts with body, query or path)."""
     fields = [
         {
             "field": field_path(e["loc"]),
@@ -142,9 +149,7 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
         for e in errors
     ]
     detail = "; ".join(f"{f['field'] or f['in']}: {f['msg']}" for f in fields)
-    return problem_response(
-        422, "validation_error", "Invalid request", f"Invalid fields: {detail}", errors=fields
-    )
+    return f"Invalid fields: {detail}", fields
 
 
 def field_path(loc: Sequence[int | str]) -> str:

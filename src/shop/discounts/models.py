@@ -18,7 +18,7 @@ from pymongo.errors import DuplicateKeyError
 
 from shop.clock import as_utc, utcnow
 from shop.documents import to_bson
-from shop.errors import ConcurrentUpdate, Conflict, NotFound, Unprocessable, field_path
+from shop.errors import ConcurrentUpdate, Conflict, NotFound, Unprocessable, invalid_fields
 from shop.money import Money, Price, round_money
 
 
@@ -188,18 +188,9 @@ class Discount(Document):
         try:
             DiscountFields.model_validate(definition | changes)
         except ValidationError as invalid:
-            errors = [
-                {
-                    "field": field_path(("body", *e["loc"])),
-                    "in": "body",
-                    "msg": e["msg"].removeprefix("Value error, "),
-                    "type": e["type"],
-                    "loc": ["body", *e["loc"]],
-                }
-                for e in invalid.errors(include_context=False)
-            ]
-            detail = "; ".join(f"{e['field'] or 'body'}: {e['msg']}" for e in errors)
-            raise InvalidDiscount(f"Invalid fields: {detail}", errors=errors) from None
+            in_body = [{**e, "loc": ("body", *e["loc"])} for e in invalid.errors()]
+            detail, errors = invalid_fields(in_body)
+            raise InvalidDiscount(detail, errors=errors) from None
         raw = await cls.get_pymongo_collection().find_one_and_update(
             {"_id": discount_id, **to_bson(definition)},
             {"$set": to_bson(changes) | {"updated_at": utcnow()}},
