@@ -10,12 +10,11 @@ from fastapi import APIRouter, Query
 
 from shop.accounts.models import User, normalize_email
 from shop.admin.schemas import AdminOrderOut, AdminUserOut
-from shop.clock import utcnow
 from shop.deps import AdminUser, PaymentProviders
 from shop.docs import responses
 from shop.errors import Forbidden
 from shop.orders import service as orders
-from shop.orders.models import Order, OrderNotFound, OrderStatus
+from shop.orders.models import OrderNotFound, OrderStatus
 from shop.orders.schemas import OrderSummary
 from shop.pagination import Cursor, InvalidCursor, Limit, Page, page_by_id
 from shop.returns.service import returns_of_order
@@ -60,10 +59,7 @@ async def get_order(
     order_id: PydanticObjectId, _: AdminUser, providers: PaymentProviders
 ) -> AdminOrderOut:
     """One order with its payment, payment attempts, returns and every status change."""
-    order = await Order.get(order_id)
-    if order is None:
-        raise OrderNotFound()
-    order = (await orders.settle(order, providers, utcnow())).order
+    order = await orders.read_and_settle(order_id, None, providers)
     returns = await returns_of_order(order_id)
     return AdminOrderOut.model_validate(
         {**order.model_dump(), "id": order.id, "returns": [r.model_dump() for r in returns]}

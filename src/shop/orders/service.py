@@ -93,11 +93,13 @@ class Settled(NamedTuple):
 
 
 async def read_and_settle(
-    order_id: PydanticObjectId, user_id: PydanticObjectId, providers: Providers
+    order_id: PydanticObjectId, user_id: PydanticObjectId | None, providers: Providers
 ) -> Order:
-    """The user's order as it stands once settled (see ``settle``): reading an order may
-    pay it (a crashed payment's charge went through) or cancel it (its deadline passed)."""
-    order = await Order.find_one({"_id": order_id, "user_id": user_id})
+    """The user's order (any order for ``user_id=None``, as staff read them) as it stands
+    once settled (see ``settle``): reading an order may pay it (a crashed payment's charge
+    went through) or cancel it (its deadline passed)."""
+    mine = {} if user_id is None else {"user_id": user_id}
+    order = await Order.find_one({"_id": order_id, **mine})
     if order is None:
         raise OrderNotFound()
     return (await settle(order, providers, utcnow())).order
