@@ -43,10 +43,10 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     if args.command == "audit":
-        sys.exit(_with_database(AppSettings(), lambda s: _print_audit(s, as_json=args.json)))
+        sys.exit(_with_database(AppSettings(), _print_audit, as_json=args.json))
     if args.command == "create-admin":
         password = _read_password(from_stdin=args.password_stdin)
-        sys.exit(_with_database(AppSettings(), lambda s: _create_admin(s, args.email, password)))
+        sys.exit(_with_database(AppSettings(), _create_admin, email=args.email, password=password))
 
     if args.demo_data:
         os.environ["SHOP_DEMO_DATA"] = "true"
@@ -110,16 +110,18 @@ def _announce(settings: AppSettings, host: str, port: int) -> None:
         print(f"shop: development admin {DEV_ADMIN_EMAIL}, password {password}", flush=True)
 
 
-def _with_database(settings: AppSettings, work: Callable[[str], Coroutine[Any, Any, int]]) -> int:
+def _with_database(
+    settings: AppSettings, work: Callable[..., Coroutine[Any, Any, int]], **options: Any
+) -> int:
     """Run ``work`` on the configured database; or on the embedded one in the data directory,
     through the running ``shop serve`` when there is one, else started for the while."""
     if settings.mongodb_url is not None:
-        return asyncio.run(work(settings.mongodb_url))
+        return asyncio.run(work(settings.mongodb_url, settings, **options))
     storage = settings.data_dir.resolve() / "db"
     if (url := running_url(storage)) is not None:
-        return asyncio.run(work(url))
+        return asyncio.run(work(url, settings, **options))
     with EmbeddedMongo(storage) as database:
-        return asyncio.run(work(database.url))
+        return asyncio.run(work(database.url, settings, **options))
 
 
 async def _connected(url: str, settings: AppSettings, build_indexes: bool) -> Any:
@@ -131,10 +133,9 @@ async def _connected(url: str, settings: AppSettings, build_indexes: bool) -> An
     return client
 
 
-async def _print_audit(url: str, *, as_json: bool) -> int:
+async def _print_audit(url: str, settings: AppSettings, *, as_json: bool) -> int:
     from shop.audit import audit
 
-    settings = AppSettings()
     client = await _connected(url, settings, build_indexes=False)
     try:
         violations = await audit()
@@ -159,11 +160,10 @@ def _read_password(*, from_stdin: bool) -> str:
     return password
 
 
-async def _create_admin(url: str, email: str, password: str) -> int:
+async def _create_admin(url: str, settings: AppSettings, *, email: str, password: str) -> int:
     from shop.accounts.security import PasswordHashing
     from shop.accounts.service import ensure_admin
 
-    settings = AppSettings()
     client = await _connected(url, settings, build_indexes=True)
     try:
         await ensure_admin(email, password, PasswordHashing(settings.password_hash_concurrency))
