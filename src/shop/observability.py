@@ -34,10 +34,6 @@ class RequestInfo:
 _current: ContextVar[RequestInfo | None] = ContextVar("request", default=None)
 
 
-def current_request() -> RequestInfo | None:
-    return _current.get()
-
-
 def request_id() -> str | None:
     info = _current.get()
     return None if info is None else info.id
