@@ -2,7 +2,10 @@
 
 The embedded server does about a thousand simple operations a second, so round trips are
 what decide a request's speed; these budgets keep them from creeping up unnoticed. Each
-pins the exact commands, so one more (an N+1 over cart or order lines, say) fails it.
+pins the exact commands, so one more (an N+1 over cart or order lines, say) fails it, and
+so does a command of a shape that grows with the collection: a ``findAndModify``, which the
+embedded server writes through a scan of the whole collection, where the shop sends an
+``update`` and a ``find`` by the document's key.
 """
 
 from collections.abc import Awaitable
@@ -10,19 +13,23 @@ from collections.abc import Awaitable
 from fastapi import FastAPI
 from httpx import AsyncClient, Response
 
+from shop.clock import ShiftedClock
 from shop.discounts.models import DiscountKind, DiscountScope
 from shop.orders.models import Order
 from shop.orders.service import sweep_overdue
 from tests.conftest import CommandLog
 from tests.explain import plan_of
 from tests.factories import (
+    PASSWORD,
     Account,
     add_to_cart,
+    apply_code,
     make_discount,
     make_product,
     make_user,
     pay,
     place_order,
+    request_return,
     view_cart,
 )
 
@@ -35,7 +42,8 @@ async def round_trips(db_commands: CommandLog, request: Awaitable[Response]) -> 
 
 
 CHECKOUT = [
-    "findAndModify carts",  # read and empty the cart
+    "find carts",  # what the cart holds
+    "update carts",  # emptied (a concurrent change conflicts and retries the transaction)
     "find products",
     "find discounts",
     "update products",  # every line's guarded reservation, in one command
@@ -43,9 +51,10 @@ CHECKOUT = [
     "insert pending_orders",
     "commitTransaction",
 ]
+CHANGED = ["update carts", "find carts"]  # a conditional update by user_id, then the cart
 
 
-async def test_cart_requests_cost_one_command_each(
+async def test_cart_requests_cost_an_update_and_a_read(
     client: AsyncClient, app: FastAPI, db_commands: CommandLog, customer: Account
 ) -> None:
     product = await make_product(stock=100)
@@ -56,22 +65,41 @@ async def test_cart_requests_cost_one_command_each(
     view = client.get("/cart/", headers=customer.headers)
     assert await round_trips(db_commands, view) == ["find carts"]
     more = add_to_cart(client, customer, other, 1)
-    assert await round_trips(db_commands, more) == ["findAndModify carts"]
+    assert await round_trips(db_commands, more) == CHANGED
     # A new line: the increment misses, the push lands.
     await add_to_cart(client, await make_user(app), product, 1)  # someone else's: now cached
     new_line = add_to_cart(client, customer, product, 1)
-    assert await round_trips(db_commands, new_line) == ["findAndModify carts"] * 2
+    assert await round_trips(db_commands, new_line) == ["update carts", *CHANGED]
     some = client.delete(
         f"/cart/remove/?product_id={other.id}&quantity=1", headers=customer.headers
     )
-    assert await round_trips(db_commands, some) == ["findAndModify carts"]
+    assert await round_trips(db_commands, some) == CHANGED
     line = client.delete(f"/cart/remove/?product_id={product.id}", headers=customer.headers)
-    assert await round_trips(db_commands, line) == ["findAndModify carts"]
+    assert await round_trips(db_commands, line) == CHANGED
     # Taking off as much as the line holds removes it: the decrement misses, the pull lands.
     rest = client.delete(
         f"/cart/remove/?product_id={other.id}&quantity=1", headers=customer.headers
     )
-    assert await round_trips(db_commands, rest) == ["findAndModify carts"] * 2
+    assert await round_trips(db_commands, rest) == ["update carts", *CHANGED]
+
+
+async def test_a_promo_code_costs_its_throttle_a_quote_and_the_cart(
+    client: AsyncClient, db_commands: CommandLog, customer: Account
+) -> None:
+    await add_to_cart(client, customer, await make_product(), 1)
+    await make_discount(scope=DiscountScope.cart, kind=DiscountKind.percent, value="5", code="TEN")
+    apply = client.post("/cart/discount/", json={"code": "TEN"}, headers=customer.headers)
+    assert await round_trips(db_commands, apply) == [
+        "update throttle",  # the attempt counted, its outcome recorded
+        "find throttle",  # the outcome read back
+        "find carts",
+        "find products",
+        "find discounts",  # judged on the database's figures
+        "update throttle",  # a code that applies is given back
+        *CHANGED,
+        "find products",
+        "find discounts",
+    ]
 
 
 async def test_a_cold_cache_costs_one_read_of_products_and_one_of_discounts(
@@ -117,17 +145,79 @@ async def test_payment_history_and_detail_budgets(
     order = await place_order(client, customer, (await make_product(), 1))
     assert await round_trips(db_commands, pay(client, customer, order["id"])) == [
         "insert idempotency_keys",  # the key, taken before anything runs
-        "findAndModify orders",  # the order claimed for this attempt, if payable
+        "update orders",  # the order claimed for this attempt, if payable
+        "find orders",  # and read: only this attempt moves it now
         "insert mock_provider_charges",  # the provider's charge
         "update orders",  # paid
         "delete pending_orders",  # its payment window closed
-        "findAndModify idempotency_keys",  # the outcome, kept for retries
+        "update idempotency_keys",  # the outcome, kept for retries
     ]
     history = client.get("/order/history/", headers=customer.headers)
     assert await round_trips(db_commands, history) == ["find orders"]
     detail = client.get(f"/order/{order['id']}/", headers=customer.headers)
     assert await round_trips(db_commands, detail) == ["find orders"]
-    assert await round_trips(db_commands, client.get("/products/")) == ["find products"]
+
+
+async def test_a_later_history_page_costs_two_bounded_reads(
+    client: AsyncClient, db_commands: CommandLog, customer: Account
+) -> None:
+    product = await make_product(stock=10)
+    for _ in range(3):
+        await place_order(client, customer, (product, 1))
+    first = (await client.get("/order/history/?limit=2", headers=customer.headers)).json()
+    later = client.get(
+        f"/order/history/?limit=2&cursor={first['next_cursor']}", headers=customer.headers
+    )
+    # The orders of the cursor's very moment, then the older ones: no `$or`.
+    assert await round_trips(db_commands, later) == ["find orders", "find orders"]
+    assert all("$or" not in command["filter"] for command in db_commands.sent)
+
+
+async def test_a_catalog_page_is_one_bounded_read(
+    client: AsyncClient, db_commands: CommandLog
+) -> None:
+    for _ in range(20):
+        await make_product()
+    full = client.get("/products/?limit=4")
+    assert await round_trips(db_commands, full) == ["find products"]
+    (span,) = [c["filter"]["position"] for c in db_commands.sent]
+    assert span == {"$gt": 0, "$lte": 5}
+    # Deep in the catalog, a page is the same one bounded range.
+    cursor = (await client.get("/products/?limit=12")).json()["next_cursor"]
+    deep = client.get(f"/products/?limit=4&cursor={cursor}")
+    assert await round_trips(db_commands, deep) == ["find products"]
+    (span,) = [c["filter"]["position"] for c in db_commands.sent]
+    assert span == {"$gt": 12, "$lte": 17}
+    # A page that comes back short reads how far the catalog goes, then looks further.
+    assert await round_trips(db_commands, client.get("/products/?limit=20")) == [
+        "find products",
+        "find sequences",
+    ]
+
+
+async def test_sign_in_and_refresh_budgets(
+    client: AsyncClient, db_commands: CommandLog, customer: Account
+) -> None:
+    form = {"username": customer.user.email, "password": PASSWORD}
+    login = client.post("/auth/token", data=form)
+    assert await round_trips(db_commands, login) == [
+        "update throttle",  # the account's attempt counted
+        "find throttle",
+        "update throttle",  # the address's
+        "find throttle",
+        "find users",
+        "delete throttle",  # a success forgets the account's failures
+        "update throttle",  # and gives the address its attempt back
+        "insert refresh_tokens",
+    ]
+    refresh_token = (await client.post("/auth/token", data=form)).json()["refresh_token"]
+    refresh = client.post("/auth/refresh", json={"refresh_token": refresh_token})
+    assert await round_trips(db_commands, refresh) == [
+        "find refresh_tokens",
+        "update refresh_tokens",  # spent, if nobody spent it first
+        "find users",
+        "insert refresh_tokens",
+    ]
 
 
 async def test_hot_queries_use_indexes(
@@ -140,12 +230,13 @@ async def test_hot_queries_use_indexes(
     await client.get("/order/history/", headers=customer.headers)
     await client.get("/order/history/?status=paid", headers=customer.headers)
     await client.get("/products/")
+    db_commands.sent = [c for c in db_commands.sent if c.get("find") != "sequences"]
     await sweep_overdue(app.state.payment_providers)
     finds = [c for c in db_commands.sent if "find" in c]
     assert [(c["find"], sorted(c["filter"])) for c in finds] == [
         ("orders", ["user_id"]),
         ("orders", ["status", "user_id"]),
-        ("products", ["active"]),
+        ("products", ["active", "position"]),
         ("orders", ["expires_at", "status"]),
     ]
     database = Order.get_pymongo_collection().database
@@ -168,8 +259,77 @@ async def test_a_sale_costs_checkout_one_counted_redemption(
     assert (
         checkout
         == [
-            *CHECKOUT[:4],
+            *CHECKOUT[:5],
             "update discounts",  # usage_limit bookkeeping; no per-user counter without a limit
-            *CHECKOUT[4:],
+            *CHECKOUT[5:],
         ]
     )
+
+
+async def test_every_write_is_addressed_by_a_key(
+    client: AsyncClient, app: FastAPI, db_commands: CommandLog, clock: ShiftedClock, admin: Account
+) -> None:
+    """Each update and delete the service sends names its document by ``_id`` or by the
+    fields of a unique index, first and as plain values; nothing is a ``findAndModify``
+    (but the one-document sequences). Both servers then touch that one document, however
+    many others there are; the embedded server plans a write by its first indexed field,
+    and scans the collection for a ``findAndModify`` or a top-level ``$and``/``$or``."""
+    customer = await make_user(app)
+    product = await make_product(stock=50)
+    discount = await make_discount(
+        scope=DiscountScope.cart, kind=DiscountKind.percent, value="5", code="FIVE"
+    )
+    db_commands.clear()
+    await client.post("/auth/register", json={"email": "new@example.com", "password": PASSWORD})
+    form = {"username": "new@example.com", "password": PASSWORD}
+    tokens = (await client.post("/auth/token", data=form)).json()
+    await client.post("/auth/token", data={**form, "password": "wrong password"})
+    await client.post("/auth/refresh", json={"refresh_token": tokens["refresh_token"]})
+    await add_to_cart(client, customer, product, 2)
+    await apply_code(client, customer, "FIVE")
+    await client.delete(
+        f"/cart/remove/?product_id={product.id}&quantity=1", headers=customer.headers
+    )
+    order = await place_order(client, customer, (product, 1))
+    await pay(client, customer, order["id"])
+    await request_return(client, customer, order["id"], (product, 1))
+    cancelled = await place_order(client, customer, (product, 1))
+    await client.post(f"/order/{cancelled['id']}/cancel/", headers=customer.headers)
+    await place_order(client, customer, (product, 1))
+    clock.advance(3600)
+    await sweep_overdue(app.state.payment_providers)
+    await client.patch(f"/products/{product.id}", json={"stock": 80}, headers=admin.headers)
+    await client.patch(f"/discounts/{discount.id}", json={"value": "6"}, headers=admin.headers)
+    await client.delete(f"/discounts/{discount.id}", headers=admin.headers)
+
+    database = Order.get_pymongo_collection().database
+    unique: dict[str, list[set[str]]] = {}
+    writes = 0
+    for command in db_commands.sent:
+        name = next(iter(command))
+        if name == "findAndModify":
+            assert command[name] == "sequences", command
+            continue
+        if name not in ("update", "delete"):
+            continue
+        collection = command[name]
+        if collection not in unique:
+            indexes = (await database[collection].index_information()).values()
+            unique[collection] = [{"_id"}] + [
+                {field for field, _ in index["key"]} for index in indexes if index.get("unique")
+            ]
+        for statement in command["updates" if name == "update" else "deletes"]:
+            writes += 1
+            fields = list(statement["q"])
+            assert not any(field.startswith("$") for field in fields), statement
+            leading = [
+                key
+                for key in unique[collection]
+                if set(fields[: len(key)]) == key
+                and all(not isinstance(statement["q"][f], dict) for f in key)
+            ]
+            if statement.get("multi"):  # a family of refresh tokens, revoked together
+                assert (collection, fields) == ("refresh_tokens", ["family"]), statement
+                continue
+            assert leading, (collection, statement["q"])
+    assert writes > 30

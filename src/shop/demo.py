@@ -4,8 +4,9 @@ from decimal import Decimal
 
 from bson import Decimal128
 
-from shop.catalog.models import Product
+from shop.catalog.models import CATALOG, Product
 from shop.clock import utcnow
+from shop.documents import Sequence
 
 DEMO_PRODUCTS = [
     ("demo-mug", "Enamel mug", "Camp mug, 350 ml, white with a blue rim.", "12.50", 40),
@@ -36,6 +37,8 @@ async def create_demo_catalog() -> int:
                     "active": True,
                     "created_at": now,
                     "updated_at": now,
+                    # A position that a lost race leaves unused is a gap the catalog skips.
+                    "position": await Sequence.take(CATALOG),
                 }
             },
             upsert=True,

@@ -59,7 +59,7 @@ class EmbeddedMongo:
 
     @property
     def url(self) -> str:
-        return f"mongodb://{self.host}:{self.port}/?directConnection=true"
+        return embedded_url(self.host, self.port)
 
     @property
     def _pid_file(self) -> Path | None:
@@ -221,8 +221,23 @@ def running_url(storage_path: Path) -> str | None:
     except (OSError, ValueError, KeyError, TypeError):
         return None
     if _is_server(pid, str(storage_path)) and _alive(parent):
-        return f"mongodb://127.0.0.1:{port}/?directConnection=true"
+        return embedded_url("127.0.0.1", port)
     return None
+
+
+def embedded_url(host: str, port: int) -> str:
+    """How the shop connects to its embedded database: directly, without retryable writes.
+
+    The server records every retryable write for 30 minutes in a registry it scans on each
+    write (and sorts past 10,000 entries): after an hour of traffic every write cost about
+    five times as much. What retrying buys is exactly-once after a dropped connection or a
+    failover, and on this single local server neither can happen without the server itself
+    dying, which loses the registry (it lives in memory). So the retry could not be
+    recognised anyway. A write cut off that way fails instead, and the request with it; the
+    client retries under its Idempotency-Key. A ``SHOP_MONGODB_URL`` keeps the driver's
+    default (retryable writes on), which a replica set needs.
+    """
+    return f"mongodb://{host}:{port}/?directConnection=true&retryWrites=false"
 
 
 def _is_server(pid: int, storage_path: str) -> bool:

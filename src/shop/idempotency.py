@@ -175,10 +175,9 @@ def _replay(first: IdempotencyRecord) -> JSONResponse:
 
 
 async def _finish(record: IdempotencyRecord, status_code: int, body: Any) -> None:
-    await record.set(
-        {
-            IdempotencyRecord.state: RecordState.done,
-            IdempotencyRecord.status_code: status_code,
-            IdempotencyRecord.body: body,
-        }
+    """Keep the outcome: one update by ``_id`` (Beanie's ``set`` is a ``findAndModify``,
+    which the embedded server runs through a scan of every key kept)."""
+    await IdempotencyRecord.get_pymongo_collection().update_one(
+        {"_id": record.id},
+        {"$set": {"state": RecordState.done.value, "status_code": status_code, "body": body}},
     )

@@ -28,6 +28,7 @@ from shop.demo import create_demo_catalog
 from shop.discounts.models import Discount, DiscountUsage
 from shop.discounts.router import router as discounts_router
 from shop.docs import install_docs, problem_openapi
+from shop.documents import Sequence
 from shop.errors import install_error_handlers
 from shop.idempotency import IdempotencyRecord
 from shop.metrics import DatabaseTimer
@@ -57,6 +58,7 @@ DOCUMENTS: list[type[Document]] = [
     Discount,
     DiscountUsage,
     ReturnRequest,
+    Sequence,
 ]
 
 
@@ -121,6 +123,8 @@ def create_app(settings: AppSettings | None = None) -> FastAPI:
         app.state.mongo = client
         try:
             await init_database(client, settings.db_name, DOCUMENTS)
+            if placed := await Product.number_unplaced():
+                log.info("gave %d products their catalog position", placed)
             if settings.admin_email and settings.admin_password:
                 await ensure_admin(
                     settings.admin_email,

@@ -20,7 +20,7 @@ T = TypeVar("T")
 U = TypeVar("U")
 DocumentT = TypeVar("DocumentT", bound=Document)
 
-Key = datetime | PydanticObjectId
+Key = datetime | PydanticObjectId | int
 
 # The last millisecond a datetime can hold (9999-12-31T23:59:59.999Z).
 _LATEST_MILLIS = 253_402_300_799_999
@@ -68,6 +68,8 @@ def _decode_key(text: str, kind: type[Key]) -> Key:
         return datetime.fromtimestamp(int(text) / 1000, tz=UTC)
     if kind is PydanticObjectId and ObjectId.is_valid(text):
         return PydanticObjectId(text)
+    if kind is int and text.isdigit() and len(text) <= 18:
+        return int(text)
     raise InvalidCursor()
 
 

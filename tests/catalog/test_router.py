@@ -105,6 +105,53 @@ async def test_listing_pages_through_every_product_once(client: AsyncClient) -> 
     assert len(seen) == 7
 
 
+async def pages(client: AsyncClient, limit: int, **headers: str) -> list[list[str]]:
+    """Every page of the catalog, following the cursors."""
+    found: list[list[str]] = []
+    cursor = None
+    while True:
+        params: dict[str, str | int] = {"limit": limit, **({"cursor": cursor} if cursor else {})}
+        page = (await client.get("/products/", params=params, headers=headers)).json()
+        found.append([p["id"] for p in page["items"]])
+        if (cursor := page["next_cursor"]) is None:
+            return found
+
+
+def flat(pages: list[list[str]]) -> list[str]:
+    return [item for page in pages for item in page]
+
+
+async def test_withdrawn_products_leave_no_short_pages(client: AsyncClient, admin: Account) -> None:
+    """Withdrawn products leave gaps in the positions; a page spans them and stays full."""
+    made = [await make_product() for _ in range(30)]
+    for product in made[3:20]:  # a long run of gaps, then a few
+        await client.delete(f"/products/{product.id}", headers=admin.headers)
+    await client.delete(f"/products/{made[25].id}", headers=admin.headers)
+    active = [str(p.id) for i, p in enumerate(made) if not (3 <= i < 20 or i == 25)]
+    customer_pages = await pages(client, 4)
+    assert [len(page) for page in customer_pages] == [4, 4, 4]
+    assert flat(customer_pages) == active  # in the order they were added, each once
+    everything = flat(await pages(client, 7, Authorization=admin.headers["Authorization"]))
+    assert everything == [str(p.id) for p in made]
+
+
+async def test_products_stored_before_positions_get_theirs_in_creation_order(
+    client: AsyncClient,
+) -> None:
+    older = [ObjectId() for _ in range(3)]
+    await Product.get_pymongo_collection().insert_many(
+        [
+            {"_id": _id, "name": "Old", "price": Decimal128("1.00"), "stock": 1, "active": True}
+            for _id in older
+        ]
+    )
+    newer = await make_product()
+    assert await Product.number_unplaced() == 3
+    assert await Product.number_unplaced() == 0
+    listed = flat(await pages(client, 2))
+    assert listed == [str(newer.id), *map(str, older)]
+
+
 async def test_unknown_and_malformed_ids(client: AsyncClient) -> None:
     assert_problem(await client.get("/products/64b7f0c2a1b2c3d4e5f60718"), 404, "product_not_found")
     assert (await client.get("/products/not-an-id")).status_code in (404, 422)

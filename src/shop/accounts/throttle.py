@@ -8,18 +8,23 @@ hashed. An attempt that went well is given back.
 """
 
 import math
+import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Annotated
+from typing import Annotated, Any
 
 from beanie import Document, Indexed
-from pymongo import ReturnDocument
+from pydantic import Field
+from pymongo.errors import DuplicateKeyError
 
 from shop.clock import as_utc
 from shop.config import AppSettings
+from shop.documents import update_then_read
 from shop.errors import TooManyRequests
 
 MILLISECOND = timedelta(milliseconds=1)
+# Outcomes kept per key: more attempts at once than this on one key are refused for a second.
+OUTCOMES_KEPT = 32
 
 
 def _not_blocked(now: datetime) -> dict[str, object]:
@@ -34,6 +39,7 @@ class Attempts(Document):
     attempts: int = 0
     blocked_until: datetime | None = None
     was_blocked_until: datetime | None = None  # as the last attempt found it
+    outcomes: list[dict[str, Any]] = Field(default_factory=list)  # the latest attempts' own
     expires_at: Annotated[datetime, Indexed(expireAfterSeconds=0)]
 
     class Settings:
@@ -69,7 +75,12 @@ class Throttle:
             raise TooManyRequests(f"Too many attempts; try again in {wait} s", retry_after=wait)
 
     async def _count(self, key: str, now: datetime) -> datetime | None:
-        """Count the attempt; when the key was blocked before it, until when."""
+        """Count the attempt; when the key was blocked before it, until when.
+
+        One update counts it and records what it found under a random id, in a list of the
+        latest outcomes; the read after finds it there. (``findAndModify`` would return it in
+        one command, but the embedded server runs that through a scan of every key.)
+        """
         attempts = {"$add": [{"$ifNull": ["$attempts", 0]}, 1]}
         over = {"$subtract": ["$attempts", self.limit]}
         block_ms = {
@@ -79,35 +90,48 @@ class Throttle:
             ]
         }
         next_block = {"$add": [now, {"$toLong": block_ms}]}
-        raw = await Attempts.get_pymongo_collection().find_one_and_update(
-            {"key": key},
-            [
-                {"$set": {"attempts": attempts, "was_blocked_until": "$blocked_until"}},
-                {
-                    "$set": {
-                        "blocked_until": {
-                            "$cond": [
-                                {"$and": [{"$gte": [over, 0]}, _not_blocked(now)]},
-                                next_block,
-                                "$blocked_until",
-                            ]
-                        },
-                    }
-                },
-                {
-                    "$set": {
-                        "expires_at": {
-                            "$max": [now + self.window, {"$ifNull": ["$blocked_until", now]}]
-                        }
-                    }
-                },
-            ],
-            upsert=True,
-            return_document=ReturnDocument.AFTER,
-        )
-        if raw is None:  # the embedded server's answer to an upsert that raced
-            raw = await Attempts.get_pymongo_collection().find_one({"key": key}) or {}
-        was = raw.get("was_blocked_until")
+        mine = secrets.token_hex(8)  # finds this attempt's own outcome in the read after
+        counted: list[dict[str, Any]] = [
+            {"$set": {"attempts": attempts, "was_blocked_until": "$blocked_until"}},
+            {
+                "$set": {
+                    "blocked_until": {
+                        "$cond": [
+                            {"$and": [{"$gte": [over, 0]}, _not_blocked(now)]},
+                            next_block,
+                            "$blocked_until",
+                        ]
+                    },
+                }
+            },
+            {
+                "$set": {
+                    "expires_at": {
+                        "$max": [now + self.window, {"$ifNull": ["$blocked_until", now]}]
+                    },
+                    "outcomes": {
+                        "$slice": [
+                            {
+                                "$concatArrays": [
+                                    {"$ifNull": ["$outcomes", []]},
+                                    [{"attempt": mine, "was_blocked_until": "$was_blocked_until"}],
+                                ]
+                            },
+                            -OUTCOMES_KEPT,
+                        ]
+                    },
+                }
+            },
+        ]
+        collection = Attempts.get_pymongo_collection()
+        try:
+            raw = await update_then_read(collection, {"key": key}, counted, upsert=True)
+        except DuplicateKeyError:  # a concurrent first attempt created the key: count again
+            raw = await update_then_read(collection, {"key": key}, counted)
+        outcome = next((o for o in (raw or {}).get("outcomes", []) if o["attempt"] == mine), None)
+        if outcome is None:  # pushed out by more concurrent attempts than are kept
+            return now + MILLISECOND * 1000
+        was = outcome.get("was_blocked_until")
         return None if was is None else as_utc(was)
 
     async def give_back(self, key: str) -> None:

@@ -14,9 +14,10 @@ from datetime import datetime, timedelta
 from typing import Annotated, ClassVar
 
 from beanie import Document, Indexed, PydanticObjectId
-from pymongo import ASCENDING, IndexModel, ReturnDocument
+from pymongo import ASCENDING, IndexModel
 
 from shop.accounts.models import InvalidRefreshToken, RefreshTokenReused, User
+from shop.clock import as_utc
 
 
 class RefreshToken(Document):
@@ -52,25 +53,33 @@ async def issue(user: User, now: datetime, lifetime: timedelta, family: str | No
 
 
 async def rotate(token: str, now: datetime, lifetime: timedelta) -> tuple[User, str]:
-    """Spend ``token``: its user and the family's next token, or refuse (401)."""
+    """Spend ``token``: its user and the family's next token, or refuse (401).
+
+    The token is read, then spent by an update conditional on its still being unspent, so
+    of two concurrent refreshes with one token exactly one gets through; the other is a
+    reuse. Both commands are addressed by the unique token hash.
+    """
     collection = RefreshToken.get_pymongo_collection()
-    spent = await collection.find_one_and_update(
-        {"token_hash": _hash(token), "used_at": None, "revoked": False, "expires_at": {"$gt": now}},
-        {"$set": {"used_at": now}},
-        return_document=ReturnDocument.AFTER,
-    )
-    if spent is None:
-        known = await RefreshToken.find_one({"token_hash": _hash(token)})
-        if known is not None and known.used_at is not None:
-            await revoke_family(known.family)
-            raise RefreshTokenReused()
+    known = await RefreshToken.find_one({"token_hash": _hash(token)})
+    if known is None:
         raise InvalidRefreshToken()
-    record = RefreshToken.model_validate(spent)
-    user = await User.get(record.user_id)
-    if user is None or user.credentials_version != record.credentials_version:
-        await revoke_family(record.family)
+    if known.used_at is None and not known.revoked and as_utc(known.expires_at) > now:
+        spent = await collection.update_one(
+            {"token_hash": known.token_hash, "used_at": None, "revoked": False},
+            {"$set": {"used_at": now}},
+        )
+        if spent.matched_count == 0:  # a concurrent refresh spent it first
+            known.used_at = now
+    elif known.used_at is None:
+        raise InvalidRefreshToken()  # revoked or expired
+    if known.used_at is not None:
+        await revoke_family(known.family)
+        raise RefreshTokenReused()
+    user = await User.get(known.user_id)
+    if user is None or user.credentials_version != known.credentials_version:
+        await revoke_family(known.family)
         raise InvalidRefreshToken("The account changed since this login; log in again")
-    return user, await issue(user, now, lifetime, record.family)
+    return user, await issue(user, now, lifetime, known.family)
 
 
 async def revoke(token: str) -> None:

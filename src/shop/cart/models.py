@@ -3,12 +3,12 @@ from typing import Annotated, Any, NamedTuple
 
 from beanie import Document, Indexed, PydanticObjectId
 from pydantic import BaseModel, Field
-from pymongo import ReturnDocument
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.errors import DuplicateKeyError
 
 from shop.catalog.models import Product
 from shop.clock import utcnow
+from shop.documents import update_then_read
 from shop.errors import Conflict, NotFound, Unprocessable
 
 
@@ -44,7 +44,8 @@ class CartItem(BaseModel):
 
 
 class Cart(Document):
-    """One cart per user. Every change is a single atomic update on the user's cart."""
+    """One cart per user. Every change is a single conditional update of the user's cart,
+    addressed by its unique ``user_id``, then a read of it."""
 
     user_id: Annotated[PydanticObjectId, Indexed(unique=True)]
     items: list[CartItem] = Field(default_factory=list)
@@ -96,43 +97,40 @@ class Cart(Document):
             raise InsufficientStock(
                 f"Only {product.stock} of {product.name} in stock", products=[str(product.id)]
             )
-        carts, now = cls.get_pymongo_collection(), utcnow()
+        carts, now, mine = cls.get_pymongo_collection(), utcnow(), {"user_id": user_id}
         # The line is addressed with arrayFilters rather than the positional `$` after
         # `$elemMatch`: both work on mongod, only arrayFilters on the embedded server.
         for _ in range(10):
-            raw = await carts.find_one_and_update(
-                {
-                    "user_id": user_id,
+            raw = await update_then_read(
+                carts,
+                mine,
+                {"$inc": {"items.$[line].quantity": quantity}, "$set": {"updated_at": now}},
+                precondition={
                     "items": {
                         "$elemMatch": {"product_id": product.id, "quantity": {"$lte": most_before}}
-                    },
+                    }
                 },
-                {"$inc": {"items.$[line].quantity": quantity}, "$set": {"updated_at": now}},
                 array_filters=[{"line.product_id": product.id}],
-                return_document=ReturnDocument.AFTER,
             )
             if raw is not None:
                 return cls.from_raw(raw)
             item = CartItem(product_id=product.id, quantity=quantity, added_at=now)
             try:
-                raw = await carts.find_one_and_update(
-                    {
-                        "user_id": user_id,
-                        "items.product_id": {"$ne": product.id},
-                        f"items.{limits.lines - 1}": {"$exists": False},  # room for a line
-                    },
+                raw = await update_then_read(
+                    carts,
+                    mine,
                     {
                         "$push": {"items": item.model_dump()},
                         "$set": {"updated_at": now},
                         "$setOnInsert": {"discount_code": None},
                     },
+                    precondition={
+                        "items.product_id": {"$ne": product.id},
+                        f"items.{limits.lines - 1}": {"$exists": False},  # room for a line
+                    },
                     upsert=True,
-                    return_document=ReturnDocument.AFTER,
                 )
-                # mongod answers an upsert with the document it wrote. The embedded server
-                # answers with nothing when, by the time it wrote, a concurrent change had made
-                # the filter match the existing cart, which it then updated: read that cart.
-                return cls.from_raw(raw) if raw is not None else await cls.of_user(user_id)
+                return cls.from_raw(raw)
             except DuplicateKeyError:
                 pass  # the cart exists, and holds the product already or is full
             held = await cls.find_one(cls.user_id == user_id)
@@ -164,29 +162,30 @@ class Cart(Document):
         Each update carries its precondition on the line's quantity, so an add that lands in
         between is never taken away with it: the other update is tried again.
         """
-        carts, now = cls.get_pymongo_collection(), utcnow()
+        carts, now, mine = cls.get_pymongo_collection(), utcnow(), {"user_id": user_id}
         whole_line: dict[str, Any] = {"product_id": product_id}
         if quantity is not None:
             whole_line["quantity"] = {"$lte": quantity}
         for _ in range(10):
             if quantity is not None:
-                raw = await carts.find_one_and_update(
-                    {
-                        "user_id": user_id,
+                raw = await update_then_read(
+                    carts,
+                    mine,
+                    {"$inc": {"items.$[line].quantity": -quantity}, "$set": {"updated_at": now}},
+                    precondition={
                         "items": {
                             "$elemMatch": {"product_id": product_id, "quantity": {"$gt": quantity}}
-                        },
+                        }
                     },
-                    {"$inc": {"items.$[line].quantity": -quantity}, "$set": {"updated_at": now}},
                     array_filters=[{"line.product_id": product_id}],
-                    return_document=ReturnDocument.AFTER,
                 )
                 if raw is not None:
                     return cls.from_raw(raw)
-            raw = await carts.find_one_and_update(
-                {"user_id": user_id, "items": {"$elemMatch": whole_line}},
+            raw = await update_then_read(
+                carts,
+                mine,
                 {"$pull": {"items": {"product_id": product_id}}, "$set": {"updated_at": now}},
-                return_document=ReturnDocument.AFTER,
+                precondition={"items": {"$elemMatch": whole_line}},
             )
             if raw is not None:
                 return cls.from_raw(raw)
@@ -199,29 +198,35 @@ class Cart(Document):
 
     @classmethod
     async def set_discount_code(cls, user_id: PydanticObjectId, code: str | None) -> "Cart":
-        raw = await cls.get_pymongo_collection().find_one_and_update(
+        raw = await update_then_read(
+            cls.get_pymongo_collection(),
             {"user_id": user_id},
             {
                 "$set": {"discount_code": code, "updated_at": utcnow()},
                 "$setOnInsert": {"items": []},
             },
             upsert=True,
-            return_document=ReturnDocument.AFTER,
         )
         return cls.from_raw(raw)
 
     @classmethod
     async def check_out(cls, user_id: PydanticObjectId, session: AsyncClientSession) -> "Cart":
-        """Empty the user's cart and return what it held, in one command.
+        """Empty the user's cart and return what it held.
 
-        Inside checkout's transaction: if checkout refuses, the cart is as it was. Until the
-        transaction ends, other writes to the cart wait for it, so nothing added meanwhile is
-        lost or ordered by accident.
+        Inside checkout's transaction: if checkout refuses, the cart is as it was. A change
+        to the cart by anyone else between this read and the update is a write conflict,
+        which retries the whole transaction, so nothing added meanwhile is lost or ordered
+        by accident; until the transaction ends, other writes to the cart wait for it.
         """
-        raw = await cls.get_pymongo_collection().find_one_and_update(
-            {"user_id": user_id},
-            {"$set": {"items": [], "discount_code": None, "updated_at": utcnow()}},
-            return_document=ReturnDocument.BEFORE,
-            session=session,
-        )
-        return cls(user_id=user_id) if raw is None else cls.model_validate(raw)
+        carts = cls.get_pymongo_collection()
+        raw = await carts.find_one({"user_id": user_id}, session=session)
+        if raw is None:
+            return cls(user_id=user_id)
+        cart: Cart = cls.model_validate(raw)
+        if not cart.is_empty or cart.discount_code is not None:
+            await carts.update_one(
+                {"user_id": user_id},
+                {"$set": {"items": [], "discount_code": None, "updated_at": utcnow()}},
+                session=session,
+            )
+        return cart

@@ -2,14 +2,17 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, ClassVar, Self
 
-from beanie import DecimalAnnotation, Document, PydanticObjectId
+from beanie import DecimalAnnotation, Document, Insert, PydanticObjectId, before_event
 from pydantic import Field, model_validator
-from pymongo import ASCENDING, IndexModel, ReturnDocument, UpdateOne
+from pymongo import ASCENDING, IndexModel, UpdateOne
 from pymongo.asynchronous.client_session import AsyncClientSession
 
 from shop.clock import utcnow
-from shop.documents import to_bson
+from shop.documents import Sequence, to_bson, update_then_read
 from shop.errors import NotFound
+from shop.pagination import Slice, decode_cursor
+
+CATALOG = "catalog"  # the sequence of catalog positions
 
 
 class ProductNotFound(NotFound):
@@ -28,13 +31,17 @@ class Product(Document):
     received: int | None = None
     active: bool = True
     sku: str | None = None
+    # The product's place in the catalog, handed out once from a sequence: pages are bounded
+    # ranges of it (see ``page``).
+    position: int | None = None
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
 
     class Settings:
         name = "products"
         indexes: ClassVar = [
-            IndexModel([("active", ASCENDING), ("_id", ASCENDING)]),
+            IndexModel([("active", ASCENDING), ("position", ASCENDING)]),
+            IndexModel([("position", ASCENDING)]),
             IndexModel(
                 [("sku", ASCENDING)],
                 unique=True,
@@ -47,6 +54,11 @@ class Product(Document):
         if self.received is None:
             self.received = self.stock
         return self
+
+    @before_event(Insert)
+    async def _take_position(self) -> None:
+        if self.position is None:
+            self.position = await Sequence.take(CATALOG)
 
     @property
     def unit_price(self) -> Decimal:
@@ -66,6 +78,58 @@ class Product(Document):
         if product is None or not product.is_visible_to(admin):
             raise ProductNotFound()
         return product
+
+    @classmethod
+    async def page(cls, admin: bool, limit: int, cursor: str | None) -> Slice["Product"]:
+        """One page of the catalog in position order, as bounded ranges of positions.
+
+        "Everything after the cursor, sorted, first ``limit``" makes the embedded server
+        read every product after the cursor before it sorts (690 ms for a first page of
+        50,000); a bounded range reads only what it returns, on mongod too, so a first page
+        and a deep one cost the same. Positions left unused or taken by withdrawn products
+        leave the first range short: the next, twice as wide, goes on from there, up to the
+        last position handed out.
+        """
+        after = decode_cursor(cursor, int)[0] if cursor is not None else 0
+        visible = cls.visible_query(admin)
+        found: list[Product] = []
+        width, last = limit + 1, None
+        while True:
+            span = {"position": {"$gt": after, "$lte": after + width}}
+            found += (
+                await cls.find({**visible, **span})
+                .sort("position")
+                .limit(limit + 1 - len(found))
+                .to_list()
+            )
+            if len(found) > limit:
+                break
+            after += width
+            last = await Sequence.last(CATALOG) if last is None else last
+            if after >= last:
+                break
+            width *= 2
+        return Slice.of(found, limit, lambda product: (product.catalog_position,))
+
+    @property
+    def catalog_position(self) -> int:
+        assert self.position is not None, "positions are handed out on insert"
+        return self.position
+
+    @classmethod
+    async def number_unplaced(cls) -> int:
+        """Give a position to every product that has none (those stored before positions
+        existed), in the order they were created; returns how many."""
+        unplaced = await cls.find({"position": None}).sort("_id").to_list()
+        if not unplaced:
+            return 0
+        last = await Sequence.take(CATALOG, len(unplaced))
+        first = last - len(unplaced) + 1
+        for offset, product in enumerate(unplaced):
+            await cls.get_pymongo_collection().update_one(
+                {"_id": product.id, "position": None}, {"$set": {"position": first + offset}}
+            )
+        return len(unplaced)
 
     @classmethod
     async def reserve(
@@ -118,8 +182,8 @@ class Product(Document):
         if "stock" in fields:
             difference = {"$subtract": [fields["stock"], "$stock"]}
             changes["received"] = {"$add": [{"$ifNull": ["$received", "$stock"]}, difference]}
-        raw = await cls.get_pymongo_collection().find_one_and_update(
-            {"_id": product_id}, [{"$set": changes}], return_document=ReturnDocument.AFTER
+        raw = await update_then_read(
+            cls.get_pymongo_collection(), {"_id": product_id}, [{"$set": changes}]
         )
         if raw is None:
             raise ProductNotFound()

@@ -6,7 +6,7 @@ from shop.catalog.schemas import ProductCreate, ProductOut, ProductUpdate
 from shop.deps import OPTIONAL_TOKEN, AdminUser, OptionalUser
 from shop.docs import responses
 from shop.errors import Forbidden
-from shop.pagination import Cursor, InvalidCursor, Limit, Page, page_by_id
+from shop.pagination import Cursor, InvalidCursor, Limit, Page
 
 router = APIRouter(prefix="/products", tags=["catalog"])
 
@@ -27,8 +27,7 @@ async def list_products(
     cursor: Cursor = None,
 ) -> Page[ProductOut]:
     """Products in a stable order, a page at a time. Customers see active products only."""
-    query = Product.visible_query(admin=bool(user and user.is_admin))
-    return (await page_by_id(Product, query, limit, cursor)).shaped(_out)
+    return (await Product.page(bool(user and user.is_admin), limit, cursor)).shaped(_out)
 
 
 @router.get(

@@ -12,12 +12,12 @@ from pydantic import (
     ValidationError,
     model_validator,
 )
-from pymongo import ASCENDING, IndexModel, ReturnDocument
+from pymongo import ASCENDING, IndexModel
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.errors import DuplicateKeyError
 
 from shop.clock import as_utc, utcnow
-from shop.documents import to_bson
+from shop.documents import to_bson, update_then_read
 from shop.errors import ConcurrentUpdate, Conflict, NotFound, Unprocessable, invalid_fields
 from shop.money import Money, Price, round_money
 
@@ -191,10 +191,11 @@ class Discount(Document):
             in_body = [{**e, "loc": ("body", *e["loc"])} for e in invalid.errors()]
             detail, errors = invalid_fields(in_body)
             raise InvalidDiscount(detail, errors=errors) from None
-        raw = await cls.get_pymongo_collection().find_one_and_update(
-            {"_id": discount_id, **to_bson(definition)},
+        raw = await update_then_read(
+            cls.get_pymongo_collection(),
+            {"_id": discount_id},
             {"$set": to_bson(changes) | {"updated_at": utcnow()}},
-            return_document=ReturnDocument.AFTER,
+            precondition=to_bson(definition),
         )
         if raw is None:
             raise ConcurrentUpdate("The discount changed meanwhile; read it and try again")
@@ -204,10 +205,10 @@ class Discount(Document):
     @classmethod
     async def deactivate(cls, discount_id: PydanticObjectId) -> Self:
         """It no longer applies to carts; orders already placed keep it."""
-        raw = await cls.get_pymongo_collection().find_one_and_update(
+        raw = await update_then_read(
+            cls.get_pymongo_collection(),
             {"_id": discount_id},
             {"$set": {"active": False, "updated_at": utcnow()}},
-            return_document=ReturnDocument.AFTER,
         )
         if raw is None:
             raise DiscountNotFound()

@@ -5,11 +5,11 @@ from typing import Annotated, Any, ClassVar, NamedTuple
 
 from beanie import DecimalAnnotation, Document, Indexed, PydanticObjectId
 from pydantic import BaseModel, Field
-from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument
+from pymongo import ASCENDING, DESCENDING, IndexModel
 from pymongo.asynchronous.client_session import AsyncClientSession
 
 from shop.clock import as_utc, utcnow
-from shop.documents import VersionedDocument
+from shop.documents import VersionedDocument, update_then_read
 from shop.errors import Conflict, NotFound, Unprocessable
 from shop.money import ZERO, round_money
 from shop.pricing import Quote, allocate
@@ -351,8 +351,9 @@ class Order(VersionedDocument):
     ) -> "Order | None":
         """``start_payment`` in one conditional update; None when the order is not payable
         as it stands (the caller reads it to say why)."""
-        raw = await cls.get_pymongo_collection().find_one_and_update(
-            {"_id": order_id, "user_id": user_id, **cls.payable_query(now)},
+        raw = await update_then_read(
+            cls.get_pymongo_collection(),
+            {"_id": order_id, "user_id": user_id},
             [
                 {
                     "$set": {
@@ -372,8 +373,9 @@ class Order(VersionedDocument):
                     }
                 },
             ],
-            return_document=ReturnDocument.AFTER,
+            precondition=cls.payable_query(now),
         )
+        # Read after the claim: only this attempt moves the order until its hold runs out.
         return None if raw is None else cls.model_validate(raw)
 
     def payment_failed(self, attempt: PaymentAttempt) -> None:
