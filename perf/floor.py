@@ -2,7 +2,8 @@
 
 `POST /cart/add/` is one findAndModify (upsert, `$inc` of the line) and `GET /cart/` one find.
 No authentication (the caller names its cart in `X-User`), no pricing, no validation beyond
-the body model. `make perf` runs it beside the shop on the same database, so the shop's
+the body model. `make perf` runs it beside the shop, each on a database server of its own
+started on the same state, with the same client options and write concern, so the shop's
 figures can be read as a ratio of what the stack and the database allow at best.
 
     SHOP_MONGODB_URL=... uvicorn perf.floor:app
@@ -17,8 +18,14 @@ from fastapi import FastAPI, Header
 from pydantic import BaseModel
 from pymongo import AsyncMongoClient, ReturnDocument
 
+# The shop's own client options (shop/db.py `connect`): every write acknowledged once it is in
+# the journal of a majority, reads from the primary; the URL carries the rest (perf/run.py
+# gives both the same one, retryable writes included).
 _client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
-    os.environ.get("SHOP_MONGODB_URL", "mongodb://127.0.0.1:27017/?directConnection=true")
+    os.environ.get("SHOP_MONGODB_URL", "mongodb://127.0.0.1:27017/?directConnection=true"),
+    w="majority",
+    journal=True,
+    readPreference="primary",
 )
 carts = _client[os.environ.get("SHOP_DB_NAME", "floor")]["carts"]
 

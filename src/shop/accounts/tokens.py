@@ -55,31 +55,35 @@ async def issue(user: User, now: datetime, lifetime: timedelta, family: str | No
 async def rotate(token: str, now: datetime, lifetime: timedelta) -> tuple[User, str]:
     """Spend ``token``: its user and the family's next token, or refuse (401).
 
-    The token is read, then spent by an update conditional on its still being unspent, so
-    of two concurrent refreshes with one token exactly one gets through; the other is a
-    reuse. Both commands are addressed by the unique token hash.
+    The next token is stored first, then ``token`` is spent by an update conditional on its
+    being unspent: of concurrent refreshes with one token exactly one spends it, and every
+    other is a reuse, which revokes the whole family, the winner's next token included
+    (it was stored before the winner spent, so before any reuse could be seen). Every
+    command is addressed by the unique token hash.
     """
-    collection = RefreshToken.get_pymongo_collection()
     known = await RefreshToken.find_one({"token_hash": _hash(token)})
     if known is None:
         raise InvalidRefreshToken()
-    if known.used_at is None and not known.revoked and as_utc(known.expires_at) > now:
-        spent = await collection.update_one(
-            {"token_hash": known.token_hash, "used_at": None, "revoked": False},
-            {"$set": {"used_at": now}},
-        )
-        if spent.matched_count == 0:  # a concurrent refresh spent it first
-            known.used_at = now
-    elif known.used_at is None:
-        raise InvalidRefreshToken()  # revoked or expired
     if known.used_at is not None:
         await revoke_family(known.family)
         raise RefreshTokenReused()
+    if known.revoked or as_utc(known.expires_at) <= now:
+        raise InvalidRefreshToken()
     user = await User.get(known.user_id)
     if user is None or user.credentials_version != known.credentials_version:
         await revoke_family(known.family)
         raise InvalidRefreshToken("The account changed since this login; log in again")
-    return user, await issue(user, now, lifetime, known.family)
+    following = await issue(user, now, lifetime, known.family)
+    collection = RefreshToken.get_pymongo_collection()
+    spent = await collection.update_one(
+        {"token_hash": known.token_hash, "used_at": None, "revoked": False},
+        {"$set": {"used_at": now}},
+    )
+    if spent.matched_count == 0:  # spent (or revoked) by a concurrent request meanwhile
+        await collection.delete_one({"token_hash": _hash(following)})
+        await revoke_family(known.family)
+        raise RefreshTokenReused()
+    return user, following
 
 
 async def revoke(token: str) -> None:
