@@ -2,7 +2,8 @@
 
 For each level (none, 1,000, 10,000, 100,000) a fresh `shop serve` starts on its own embedded
 database, exactly as `make run` does. Other customers' carts, orders, returns, idempotency
-keys, throttle keys, refresh tokens and accounts, and products, are then inserted directly,
+keys, throttle keys, refresh tokens, accounts, provider charges and refunds, and products, are
+then inserted directly,
 `level` of each, as the shop itself would have written them (and, at every level, 50 products,
 so that every catalog page is full). One customer then goes through
 every hot request one at a time, `samples` times; the table gives each request's median.
@@ -65,8 +66,9 @@ def free_port() -> int:
 @contextlib.contextmanager
 def shop(
     data_dir: Path, log: Path, extra_env: dict[str, str] | None = None
-) -> Iterator[tuple[str, str]]:
-    """`shop serve` on its embedded database: the API's address and the database's."""
+) -> Iterator[tuple[str, str, subprocess.Popen[bytes]]]:
+    """`shop serve` on its embedded database: the API's address, the database's, and the
+    process."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("SHOP_")}
     env |= {
@@ -97,7 +99,7 @@ def shop(
                 raise SystemExit("shop serve did not come up")
             time.sleep(0.3)
         database = json.loads((data_dir / "db.pid").read_text())
-        yield base, f"mongodb://127.0.0.1:{database['port']}/?directConnection=true"
+        yield base, f"mongodb://127.0.0.1:{database['port']}/?directConnection=true", process
     finally:
         process.terminate()
         try:
@@ -288,6 +290,30 @@ def seed(database_url: str, level: int, products: list[str]) -> float:
             "expires_at": now + timedelta(days=30),
         },
     )
+    insert(
+        "mock_provider_charges",
+        lambda i: {
+            "key": f"order-{orders[i]}-attempt-1",
+            "payment_id": f"ch_seeded_{i}",
+            "amount": money("19.98"),
+            "amount_refunded": money("9.99"),
+            "currency": "EUR",
+            "method": "pm_card_visa",
+            "status": "succeeded",
+            "failure_code": None,
+            "created_at": now,
+        },
+    )
+    insert(
+        "mock_provider_refunds",
+        lambda i: {
+            "key": f"return-seeded-{i}",
+            "refund_id": f"re_seeded_{i}",
+            "payment_id": f"ch_seeded_{i}",
+            "amount": money("9.99"),
+            "created_at": now,
+        },
+    )
     seed_products(db, level, now)
     client.close()
     return time.monotonic() - started
@@ -434,7 +460,7 @@ def run(levels: list[int], samples: int, out: Path) -> list[dict[str, Any]]:
     rows = []
     for level in levels:
         with tempfile.TemporaryDirectory(prefix="shop-growth-") as tmp:
-            with shop(Path(tmp), out / f"growth-{level}.log") as (base, database_url):
+            with shop(Path(tmp), out / f"growth-{level}.log") as (base, database_url, _):
                 products = [p["id"] for p in httpx.get(f"{base}/products/?limit=2").json()["items"]]
                 seeded = seed(database_url, level, products)
                 timings = measure(base, database_url, samples)

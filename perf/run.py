@@ -342,11 +342,13 @@ def main() -> int:
     journey = None
     scaling: list[Scaled] = []
     k6 = K6(out, args.vus)
+    services: dict[str, Service] = {}
     with (
         tempfile.TemporaryDirectory(prefix="shop-perf-") as tmp,
         contextlib.ExitStack() as databases,
     ):
-        services = start_services(Path(tmp), out, databases)
+        if parts & {"compare", "journey", "scaling"}:
+            services = start_services(Path(tmp), out, databases)
         try:
             seeded = {name: seed(service, args.vus) for name, service in services.items()}
             if "compare" in parts:
@@ -645,10 +647,9 @@ def run_sustained(k6: K6, out: Path, minutes: int, each: str) -> list[Measured]:
     runs = []
     with (
         tempfile.TemporaryDirectory(prefix="shop-sustained-") as tmp,
-        growth.shop(Path(tmp), out / "logs" / "sustained.log", extra) as (base, _),
+        growth.shop(Path(tmp), out / "logs" / "sustained.log", extra) as (base, _, process),
     ):
-        shop = Service("sustained", [], {})
-        shop.port = int(base.rsplit(":", 1)[1])
+        shop = Service("sustained", [], {}, port=int(base.rsplit(":", 1)[1]), process=process)
         env = {
             "VUS": "10",
             "DURATION": each,

@@ -19,7 +19,6 @@ from pymongo.errors import DuplicateKeyError
 
 from shop.clock import as_utc
 from shop.config import AppSettings
-from shop.documents import update_then_read
 from shop.errors import TooManyRequests
 
 MILLISECOND = timedelta(milliseconds=1)
@@ -63,24 +62,37 @@ class Throttle:
         and, for the attempt that reaches the limit (or the first one after a block ran out),
         blocks the key for the ones after it, longer each time. So of any number of
         attempts at once only those within the limit go on: checking first and counting after
-        let a concurrent burst through.
+        let a concurrent burst through. Each update records what this attempt found under a
+        random id, in a short list of the latest outcomes, and one read of every key finds
+        them (``findAndModify`` would answer each in one command, but the embedded server
+        runs it through a scan of every key).
         """
+        mine = secrets.token_hex(8)
+        collection = Attempts.get_pymongo_collection()
+        for key in keys:
+            counted = self._counted(mine, now)
+            try:
+                await collection.update_one({"key": key}, counted, upsert=True)
+            except DuplicateKeyError:  # a concurrent first attempt created the key: again
+                await collection.update_one({"key": key}, counted)
+        found = await collection.find({"key": {"$in": keys}}).to_list()
         until: datetime | None = None
         for key in keys:
-            blocked = await self._count(key, now)
+            raw: dict[str, Any] = next((k for k in found if k["key"] == key), {})
+            outcome = next((o for o in raw.get("outcomes", []) if o["attempt"] == mine), None)
+            if outcome is None:  # pushed out by more concurrent attempts than are kept
+                blocked: datetime | None = now + timedelta(seconds=1)
+            else:
+                was = outcome.get("was_blocked_until")
+                blocked = None if was is None else as_utc(was)
             if blocked is not None and blocked > now:
                 until = blocked if until is None else max(until, blocked)
         if until is not None:
             wait = max(1, math.ceil((until - now).total_seconds()))
             raise TooManyRequests(f"Too many attempts; try again in {wait} s", retry_after=wait)
 
-    async def _count(self, key: str, now: datetime) -> datetime | None:
-        """Count the attempt; when the key was blocked before it, until when.
-
-        One update counts it and records what it found under a random id, in a list of the
-        latest outcomes; the read after finds it there. (``findAndModify`` would return it in
-        one command, but the embedded server runs that through a scan of every key.)
-        """
+    def _counted(self, mine: str, now: datetime) -> list[dict[str, Any]]:
+        """The update that counts attempt ``mine`` on a key and records what it found."""
         attempts = {"$add": [{"$ifNull": ["$attempts", 0]}, 1]}
         over = {"$subtract": ["$attempts", self.limit]}
         block_ms = {
@@ -90,8 +102,7 @@ class Throttle:
             ]
         }
         next_block = {"$add": [now, {"$toLong": block_ms}]}
-        mine = secrets.token_hex(8)  # finds this attempt's own outcome in the read after
-        counted: list[dict[str, Any]] = [
+        return [
             {"$set": {"attempts": attempts, "was_blocked_until": "$blocked_until"}},
             {
                 "$set": {
@@ -123,16 +134,6 @@ class Throttle:
                 }
             },
         ]
-        collection = Attempts.get_pymongo_collection()
-        try:
-            raw = await update_then_read(collection, {"key": key}, counted, upsert=True)
-        except DuplicateKeyError:  # a concurrent first attempt created the key: count again
-            raw = await update_then_read(collection, {"key": key}, counted)
-        outcome = next((o for o in (raw or {}).get("outcomes", []) if o["attempt"] == mine), None)
-        if outcome is None:  # pushed out by more concurrent attempts than are kept
-            return now + MILLISECOND * 1000
-        was = outcome.get("was_blocked_until")
-        return None if was is None else as_utc(was)
 
     async def give_back(self, key: str) -> None:
         """An attempt that went well does not count against ``key`` (an address, say)."""

@@ -50,6 +50,30 @@ class FreshCatalog:
         return await Discount.find({"$or": candidates}, session=self.session).to_list()
 
 
+class RememberingCatalog(FreshCatalog):
+    """The database's catalog, read once: a second quote of the same cart (after a change
+    to it) reads only what the first did not."""
+
+    def __init__(self, session: AsyncClientSession | None = None) -> None:
+        super().__init__(session)
+        self._products: dict[PydanticObjectId, Product] = {}
+        self._discounts: dict[tuple[frozenset[PydanticObjectId], str | None], list[Discount]] = {}
+
+    async def products(self, ids: Iterable[PydanticObjectId]) -> dict[PydanticObjectId, Product]:
+        wanted = list(ids)
+        if missing := [i for i in wanted if i not in self._products]:
+            self._products |= await super().products(missing)
+        return {i: self._products[i] for i in wanted if i in self._products}
+
+    async def discounts(
+        self, product_ids: Iterable[PydanticObjectId], code: str | None
+    ) -> list[Discount]:
+        key = (frozenset(product_ids), code)
+        if key not in self._discounts:
+            self._discounts[key] = await super().discounts(key[0], code)
+        return self._discounts[key]
+
+
 async def quote_cart(
     cart: Cart,
     currency: str,
@@ -86,7 +110,8 @@ async def apply_code(
     attempts = f"promo-code:{user_id}"
     await throttle.attempt([attempts], utcnow())
     cart = await Cart.of_user(user_id)
-    quote = await quote_cart(cart, currency, FreshCatalog(), code=code)
+    catalog = RememberingCatalog()
+    quote = await quote_cart(cart, currency, catalog, code=code)
     refusal = quote.cart_discount.refusal if quote.cart_discount else None
     if refusal is not None:
         if isinstance(refusal, DiscountNotFound) or not refusal.actionable:
@@ -94,4 +119,4 @@ async def apply_code(
         raise refusal
     await throttle.give_back(attempts)
     cart = await Cart.set_discount_code(user_id, code)
-    return await quote_cart(cart, currency, FreshCatalog())
+    return await quote_cart(cart, currency, catalog)
