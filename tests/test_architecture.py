@@ -21,7 +21,7 @@ LAYERS = [
     {"payments", "idempotency"},
     # Infrastructure: imports no domain.
     {"db", "embedded", "errors", "money", "clock", "config", "documents", "pagination"}
-    | {"middleware", "server", "docs", "observability", "metrics"},
+    | {"middleware", "server", "docs", "observability", "metrics", "client_address"},
 ]
 COMPOSITION = {"main", "cli", "deps", "background", "demo", "ops", "__init__"}
 

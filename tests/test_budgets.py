@@ -42,6 +42,7 @@ async def round_trips(db_commands: CommandLog, request: Awaitable[Response]) -> 
 
 
 CHECKOUT = [
+    "find users",  # the account still exists (before the transaction)
     "find carts",  # what the cart holds
     "update carts",  # emptied (a concurrent change conflicts and retries the transaction)
     "find products",
@@ -143,6 +144,7 @@ async def test_payment_history_and_detail_budgets(
     order = await place_order(client, customer, (await make_product(), 1))
     assert await round_trips(db_commands, pay(client, customer, order["id"])) == [
         "insert idempotency_keys",  # the key, taken before anything runs
+        "find users",  # the account still exists
         "update orders",  # the order claimed for this attempt, if payable
         "find orders",  # and read: only this attempt moves it now
         "insert mock_provider_charges",  # the provider's charge
@@ -199,12 +201,11 @@ async def test_sign_in_and_refresh_budgets(
     form = {"username": customer.user.email, "password": PASSWORD}
     login = client.post("/auth/token", data=form)
     assert await round_trips(db_commands, login) == [
-        "update throttle",  # the account's attempt counted
-        "update throttle",  # the address's
-        "find throttle",  # what each attempt found, both in one read
+        "find throttle",  # is this address refused, for its failures across accounts?
+        "update throttle",  # the attempt at this account from this address, counted
+        "find throttle",  # and what it found
         "find users",
-        "delete throttle",  # a success forgets the account's failures
-        "update throttle",  # and gives the address its attempt back
+        "delete throttle",  # a success forgets that account's count at that address
         "insert refresh_tokens",
     ]
     refresh_token = (await client.post("/auth/token", data=form)).json()["refresh_token"]
@@ -256,9 +257,9 @@ async def test_a_sale_costs_checkout_one_counted_redemption(
     assert (
         checkout
         == [
-            *CHECKOUT[:5],
+            *CHECKOUT[:6],
             "update discounts",  # usage_limit bookkeeping; no per-user counter without a limit
-            *CHECKOUT[5:],
+            *CHECKOUT[6:],
         ]
     )
 

@@ -176,6 +176,22 @@ async def _create_admin(url: str, settings: AppSettings, *, email: str, password
 _GAVE_UP = "shop: the embedded database stopped and could not be restarted; see the log above"
 
 
+# How `shop serve` runs uvicorn (the tests serve the app the same way).
+SERVER_OPTIONS: dict[str, Any] = {
+    # uvloop and httptools (uvicorn[standard]) take less CPU per request than asyncio and
+    # h11. uvloop also sets TCP_NODELAY on every connection; asyncio does not on the socket
+    # uvicorn binds for several workers, and each answer then waited ~40 ms for an ACK.
+    "loop": "uvloop",
+    "http": DeadlineHttpToolsProtocol,  # httptools, with a deadline to send a request
+    "server_header": False,  # no version for scanners
+    "access_log": False,  # each request's line is written by shop.observability
+    # The client's address is the application's to work out (shop.client_address), from
+    # SHOP_TRUSTED_PROXIES only: uvicorn's own default believes X-Forwarded-For from
+    # 127.0.0.1, so any local client could choose its address.
+    "proxy_headers": False,
+}
+
+
 def _serve(args: argparse.Namespace, log_config: dict[str, Any]) -> None:
     uvicorn.run(
         "shop.main:create_app",
@@ -183,14 +199,8 @@ def _serve(args: argparse.Namespace, log_config: dict[str, Any]) -> None:
         host=args.host,
         port=args.port,
         workers=args.workers,
-        # uvloop and httptools (uvicorn[standard]) take less CPU per request than asyncio and
-        # h11. uvloop also sets TCP_NODELAY on every connection; asyncio does not on the socket
-        # uvicorn binds for several workers, and each answer then waited ~40 ms for an ACK.
-        loop="uvloop",
-        http=DeadlineHttpToolsProtocol,  # httptools, with a deadline to send a request
-        server_header=False,  # no version for scanners
         log_config=log_config,  # applied in every worker: one format for every line
-        access_log=False,  # each request's line is written by shop.observability
+        **SERVER_OPTIONS,
     )
 
 

@@ -5,10 +5,10 @@ import os
 import secrets
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, IPvAnyNetwork, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # The development admin (SHOP_DEV_ADMIN, set by `make run`); never in production.
 DEV_ADMIN_EMAIL = "admin@example.com"
@@ -41,20 +41,32 @@ class AppSettings(BaseSettings):
     returns_auto_approve: bool = True
     # At most this many password hashes (argon2: ~64 MiB and a core each) run at once.
     password_hash_concurrency: int = Field(default=os.cpu_count() or 2, ge=1)
-    # After this many failed logins for one account, or from one client address, within
-    # login_window_seconds, logins are refused (429) for login_block_seconds, doubling with
-    # each further failure up to login_block_max_seconds. A success resets the account.
-    login_failures_limit: int = Field(default=5, ge=1)
+    # After this many failed logins for one account from one client address within
+    # login_window_seconds, that account is refused (429) from that address only, for
+    # login_block_seconds, doubling with each further failure up to login_block_max_seconds.
+    # A success resets the pair. The same account from elsewhere is never refused for it.
+    login_failures_limit: int = Field(default=10, ge=1)
     login_block_seconds: float = Field(default=1.0, gt=0)
     login_block_max_seconds: float = Field(default=900.0, gt=0)
     login_window_seconds: float = Field(default=900.0, gt=0)
+    # Failed logins one client address may make across all accounts within
+    # login_address_window_seconds (an office or a carrier puts many customers behind one
+    # address; one password sprayed over many accounts is stopped here). Past it, every
+    # login from that address is refused for a block that doubles up to the window.
+    login_address_failures_limit: int = Field(default=100, ge=1)
+    login_address_window_seconds: float = Field(default=3600.0, gt=0)
     # A cart holds at most this many different products, and this many units of each.
     cart_max_lines: int = Field(default=100, ge=1)
     cart_max_line_quantity: int = Field(default=1000, ge=1)
     # Refused promo codes one customer may try before codes are refused for a while (429).
     promo_code_failures_limit: int = Field(default=10, ge=1)
-    # Registrations one client address may make per hour.
-    registrations_per_address: int = Field(default=20, ge=1)
+    # Registrations one client address may make per hour: enough for a shared address,
+    # not for a bot.
+    registrations_per_address: int = Field(default=100, ge=1)
+    # Proxies (addresses or networks, comma-separated) whose X-Forwarded-For is believed:
+    # for a request from one of them, the client is the right-most address in that header
+    # that is not one of them. From anyone else the header is ignored.
+    trusted_proxies: Annotated[list[IPvAnyNetwork], NoDecode] = Field(default_factory=list)
     # How long a request waits for a reachable database, and the most one database operation
     # (retries included) may take; past either it answers 503 database_unavailable.
     db_selection_timeout_seconds: float = Field(default=2.0, gt=0)
@@ -81,6 +93,13 @@ class AppSettings(BaseSettings):
         if self.log_format is not None:
             return self.log_format
         return "json" if self.environment == "production" else "text"
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
 
     @model_validator(mode="after")
     def _production_needs_a_secret(self) -> "AppSettings":

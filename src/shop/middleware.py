@@ -10,6 +10,7 @@ from starlette.exceptions import HTTPException
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from shop.client_address import ClientAddress
 from shop.errors import problem_response
 from shop.observability import RequestLog
 
@@ -134,8 +135,8 @@ class LimitBody:
 
 
 def install_middleware(app: FastAPI, max_body_bytes: int, cors_origins: Sequence[str]) -> None:
-    """Outermost last: the request's id and log line, CORS, then the headers every answer
-    gets, then the guards."""
+    """Outermost last: the client's address, the request's id and log line, CORS, then the
+    headers every answer gets, then the guards."""
     serve_both_spellings(app)
     app.add_middleware(LimitBody, max_bytes=max_body_bytes)
     app.add_middleware(RejectControlCharacters)
@@ -149,3 +150,4 @@ def install_middleware(app: FastAPI, max_body_bytes: int, cors_origins: Sequence
             expose_headers=["Idempotent-Replayed", "Retry-After", "X-Request-ID"],
         )
     app.add_middleware(RequestLog)
+    app.add_middleware(ClientAddress)

@@ -91,6 +91,7 @@ class RequestLog:
                         "status": status,
                         "duration_ms": round(seconds * 1000, 1),
                         "user_id": info.user_id,
+                        "client": scope["client"][0] if scope.get("client") else None,
                     }
                 },
             )

@@ -2,8 +2,9 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated
 
-from beanie import Document, Indexed
+from beanie import Document, Indexed, PydanticObjectId
 from pydantic import Field
+from pymongo.asynchronous.client_session import AsyncClientSession
 
 from shop.clock import utcnow
 from shop.errors import Conflict, NotAuthenticated, ShopError
@@ -26,6 +27,10 @@ class RefreshTokenReused(NotAuthenticated):
     code, title = "refresh_token_reused", "Refresh token already used; log in again"
 
 
+class AccountNotFound(NotAuthenticated):
+    code, title = "account_not_found", "The account no longer exists"
+
+
 class FormExpected(ShopError):
     status, code, title = 415, "form_expected", "Send the credentials as form fields"
 
@@ -45,3 +50,15 @@ class User(Document):
 
     class Settings:
         name = "users"
+
+    @classmethod
+    async def must_exist(
+        cls, user_id: PydanticObjectId, session: AsyncClientSession | None = None
+    ) -> None:
+        """Refuse (401) for an account deleted since its access token was issued: it moves
+        no money. One read by ``_id``."""
+        found = await cls.get_pymongo_collection().find_one(
+            {"_id": user_id}, {"_id": 1}, session=session
+        )
+        if found is None:
+            raise AccountNotFound("The account was deleted; its tokens no longer move money")

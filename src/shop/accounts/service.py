@@ -34,18 +34,25 @@ async def log_in(
 ) -> User:
     """The account these credentials open, or ``InvalidCredentials``.
 
-    Repeated failures for one account or from one address are refused for a while (429)
-    before any password is checked; a success resets the account's count.
+    Failures are throttled, not customers (as Auth0's brute-force protection and
+    suspicious-IP throttling do): an account is refused (429) only from the address its
+    failures came from, so an attacker elsewhere never locks its owner out; and an address
+    is refused once its failures across all accounts pass a larger allowance, which stops a
+    password sprayed over many accounts. Attempts at one account from one address are counted
+    before the password is checked, so of a burst only the allowed number are checked; a
+    correct password clears them and never counts against the address. How many logins run
+    at once is bounded by the hashing limit (503 ``busy``), not here.
     """
     email = normalize_email(email)
-    account, origin = f"login:{email}", f"login-from:{address}"
-    await throttles.logins.attempt([account, origin], now)
+    pair, origin = f"login:{email}|{address}", f"login-from:{address}"
+    await throttles.login_addresses.check(origin, now)
+    await throttles.logins.attempt([pair], now)
     user = await User.find_one(User.email == email)
     valid = await hashing.verify(password, user.password_hash if user else None)
     if user is None or not valid:
+        await throttles.login_addresses.fail(origin, now)
         raise InvalidCredentials()
-    await throttles.logins.forget(account)
-    await throttles.logins.give_back(origin)
+    await throttles.logins.forget(pair)
     return user
 
 

@@ -1,10 +1,12 @@
-"""Throttling of logins and registrations, shared by every worker and process.
+"""Throttling of logins, registrations and promo codes, shared by every worker and process.
 
-Counts live in MongoDB, one document per key (an account, a client address), and expire
-by a TTL index once the key has been quiet for a window. Each attempt is counted before the
-work it guards; one past the limit blocks the key for a time that doubles with every further
-attempt, up to a ceiling, and is refused with 429 and Retry-After before any password is
-hashed. An attempt that went well is given back.
+Counts live in MongoDB, one document per key (an account at an address, an address, a
+customer), and expire by a TTL index once the key has been quiet for a window. A key's
+attempts are counted either before the work they guard (``attempt``: of a burst, only as many
+as the limit allows go on) or as failures once they fail (``check``, then ``fail``: work in
+flight takes none of the allowance). The count that passes the limit blocks the key for a
+time that doubles with each block, up to a ceiling; a blocked key is refused with 429 and
+Retry-After before any password is hashed.
 """
 
 import math
@@ -135,6 +137,26 @@ class Throttle:
             },
         ]
 
+    async def check(self, key: str, now: datetime) -> None:
+        """Refuse (429) while ``key`` is blocked, counting the refused attempt (so the next
+        block is longer); otherwise count nothing: the caller counts a failure when it
+        happens (``fail``), and work in flight takes none of the allowance."""
+        raw = await Attempts.get_pymongo_collection().find_one({"key": key})
+        blocked = None if raw is None or raw.get("blocked_until") is None else raw["blocked_until"]
+        if blocked is not None and as_utc(blocked) > now:
+            await self.fail(key, now)
+            wait = max(1, math.ceil((as_utc(blocked) - now).total_seconds()))
+            raise TooManyRequests(f"Too many attempts; try again in {wait} s", retry_after=wait)
+
+    async def fail(self, key: str, now: datetime) -> None:
+        """Count one failure against ``key``; the one that passes the limit blocks it."""
+        collection = Attempts.get_pymongo_collection()
+        counted = self._counted(secrets.token_hex(8), now)
+        try:
+            await collection.update_one({"key": key}, counted, upsert=True)
+        except DuplicateKeyError:  # a concurrent first failure created the key: again
+            await collection.update_one({"key": key}, counted)
+
     async def give_back(self, key: str) -> None:
         """An attempt that went well does not count against ``key`` (an address, say)."""
         await Attempts.get_pymongo_collection().update_one(
@@ -147,7 +169,8 @@ class Throttle:
 
 @dataclass(frozen=True)
 class Throttles:
-    logins: Throttle
+    logins: Throttle  # one account from one address: its failures
+    login_addresses: Throttle  # one address, every account: its failures
     registrations: Throttle
     promo_codes: Throttle
 
@@ -160,6 +183,12 @@ class Throttles:
                 block=timedelta(seconds=settings.login_block_seconds),
                 longest_block=timedelta(seconds=settings.login_block_max_seconds),
                 window=timedelta(seconds=settings.login_window_seconds),
+            ),
+            login_addresses=Throttle(
+                limit=settings.login_address_failures_limit,
+                block=timedelta(seconds=settings.login_block_seconds),
+                longest_block=timedelta(seconds=settings.login_address_window_seconds),
+                window=timedelta(seconds=settings.login_address_window_seconds),
             ),
             registrations=Throttle(
                 limit=settings.registrations_per_address,

@@ -9,6 +9,7 @@ from beanie import PydanticObjectId
 from pymongo.asynchronous.client_session import AsyncClientSession
 
 from shop import metrics
+from shop.accounts.models import User
 from shop.cart.models import Cart, InsufficientStock
 from shop.cart.service import FreshCatalog, quote_cart
 from shop.catalog.models import Product
@@ -79,6 +80,9 @@ async def create_order(user_id: PydanticObjectId, settings: AppSettings) -> Orde
         await PendingOrder.open(order, session)
         return order
 
+    # A deleted account orders nothing; read before the transaction, not in it, to keep
+    # the transaction (and its window for conflicts on stock) as short as it was.
+    await User.must_exist(user_id)
     order = await in_transaction(checkout)
     _order_changed(order, "created")
     return order
@@ -187,6 +191,7 @@ async def pay_order(
     """
     provider = providers[provider_name]
     provider.check_method(method)
+    await User.must_exist(user_id)
     order = await Order.claim_for_payment(
         order_id, user_id, provider_name, method, utcnow(), hold, request_key
     )

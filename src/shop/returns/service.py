@@ -18,6 +18,7 @@ from beanie import PydanticObjectId
 from pymongo.asynchronous.client_session import AsyncClientSession
 
 from shop import metrics
+from shop.accounts.models import User
 from shop.catalog.models import Product
 from shop.clock import utcnow
 from shop.config import AppSettings
@@ -53,6 +54,7 @@ async def request_return(
     quantities = {item.product_id: item.quantity for item in body.items}
 
     async def claim(session: AsyncClientSession) -> ReturnRequest:
+        await User.must_exist(user_id, session)
         order = await Order.find_one({"_id": order_id, "user_id": user_id}, session=session)
         if order is None:
             raise OrderNotFound()
