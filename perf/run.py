@@ -426,8 +426,13 @@ def start_services(tmp: Path, out: Path, databases: contextlib.ExitStack) -> dic
         service.database, service.database_url = process, url
         service.start(out / "logs")
         services[name] = service
-    for service in services.values():
-        service.wait_until_up("/products/?limit=1" if "shop" in service.name else "/docs")
+    try:
+        for service in services.values():
+            service.wait_until_up("/products/?limit=1" if "shop" in service.name else "/docs")
+    except BaseException:  # none is left running when one does not come up
+        for service in services.values():
+            service.stop()
+        raise
     return services
 
 
