@@ -13,7 +13,7 @@ import math
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 from beanie import Document, Indexed
 from pydantic import Field
@@ -26,6 +26,11 @@ from shop.errors import TooManyRequests
 MILLISECOND = timedelta(milliseconds=1)
 # Outcomes kept per key: more attempts at once than this on one key are refused for a second.
 OUTCOMES_KEPT = 32
+
+
+def _refuse(until: datetime, now: datetime) -> NoReturn:
+    wait = max(1, math.ceil((until - now).total_seconds()))
+    raise TooManyRequests(f"Too many attempts; try again in {wait} s", retry_after=wait)
 
 
 def _not_blocked(now: datetime) -> dict[str, object]:
@@ -70,14 +75,9 @@ class Throttle:
         runs it through a scan of every key).
         """
         mine = secrets.token_hex(8)
-        collection = Attempts.get_pymongo_collection()
         for key in keys:
-            counted = self._counted(mine, now)
-            try:
-                await collection.update_one({"key": key}, counted, upsert=True)
-            except DuplicateKeyError:  # a concurrent first attempt created the key: again
-                await collection.update_one({"key": key}, counted)
-        found = await collection.find({"key": {"$in": keys}}).to_list()
+            await self._count(key, mine, now)
+        found = await Attempts.get_pymongo_collection().find({"key": {"$in": keys}}).to_list()
         until: datetime | None = None
         for key in keys:
             raw: dict[str, Any] = next((k for k in found if k["key"] == key), {})
@@ -90,8 +90,17 @@ class Throttle:
             if blocked is not None and blocked > now:
                 until = blocked if until is None else max(until, blocked)
         if until is not None:
-            wait = max(1, math.ceil((until - now).total_seconds()))
-            raise TooManyRequests(f"Too many attempts; try again in {wait} s", retry_after=wait)
+            _refuse(until, now)
+
+    async def _count(self, key: str, attempt: str, now: datetime) -> None:
+        """Count ``attempt`` against ``key`` (created by the first one) and record what it
+        found."""
+        collection = Attempts.get_pymongo_collection()
+        counted = self._counted(attempt, now)
+        try:
+            await collection.update_one({"key": key}, counted, upsert=True)
+        except DuplicateKeyError:  # a concurrent first attempt created the key: again
+            await collection.update_one({"key": key}, counted)
 
     def _counted(self, mine: str, now: datetime) -> list[dict[str, Any]]:
         """The update that counts attempt ``mine`` on a key and records what it found."""
@@ -145,17 +154,11 @@ class Throttle:
         blocked = None if raw is None or raw.get("blocked_until") is None else raw["blocked_until"]
         if blocked is not None and as_utc(blocked) > now:
             await self.fail(key, now)
-            wait = max(1, math.ceil((as_utc(blocked) - now).total_seconds()))
-            raise TooManyRequests(f"Too many attempts; try again in {wait} s", retry_after=wait)
+            _refuse(as_utc(blocked), now)
 
     async def fail(self, key: str, now: datetime) -> None:
         """Count one failure against ``key``; the one that passes the limit blocks it."""
-        collection = Attempts.get_pymongo_collection()
-        counted = self._counted(secrets.token_hex(8), now)
-        try:
-            await collection.update_one({"key": key}, counted, upsert=True)
-        except DuplicateKeyError:  # a concurrent first failure created the key: again
-            await collection.update_one({"key": key}, counted)
+        await self._count(key, secrets.token_hex(8), now)
 
     async def give_back(self, key: str) -> None:
         """An attempt that went well does not count against ``key`` (an address, say)."""
