@@ -9,33 +9,36 @@ cannot choose its own address.
 """
 
 from collections.abc import Sequence
-from ipaddress import IPv4Network, IPv6Network, ip_address
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 Networks = Sequence[IPv4Network | IPv6Network]
 
 
-def _trusted(address: str, trusted: Networks) -> bool:
+def _address(text: str) -> IPv4Address | IPv6Address | None:
     try:
-        parsed = ip_address(address)
+        return ip_address(text)
     except ValueError:
-        return False
-    return any(parsed in network for network in trusted)
+        return None
+
+
+def _among(address: IPv4Address | IPv6Address, trusted: Networks) -> bool:
+    return any(address in network for network in trusted)
 
 
 def resolve(peer: str, forwarded_for: Sequence[str], trusted: Networks) -> str:
     """The client's address for a request from ``peer`` carrying these ``X-Forwarded-For``
     values (in the order received)."""
-    if not _trusted(peer, trusted):
+    proxy = _address(peer)
+    if proxy is None or not _among(proxy, trusted):
         return peer
     hops = [hop.strip() for value in forwarded_for for hop in value.split(",") if hop.strip()]
     for hop in reversed(hops):
-        try:
-            address = ip_address(hop)
-        except ValueError:
+        address = _address(hop)
+        if address is None:
             return peer  # a hop that is no address: believe nothing further left
-        if not any(address in network for network in trusted):
+        if not _among(address, trusted):
             return str(address)
     return peer  # every hop is a trusted proxy (or there is none): the nearest one
 
@@ -51,11 +54,13 @@ class ClientAddress:
         if scope["type"] == "http" and scope.get("client"):
             trusted = scope["app"].state.settings.trusted_proxies
             host, port = scope["client"]
-            if trusted and _trusted(host, trusted):
+            if trusted:
                 forwarded = [
                     value.decode("latin-1")
                     for name, value in scope["headers"]
                     if name == b"x-forwarded-for"
                 ]
-                scope = {**scope, "client": (resolve(host, forwarded, trusted), port)}
+                client = resolve(host, forwarded, trusted)
+                if client != host:
+                    scope = {**scope, "client": (client, port)}
         await self.app(scope, receive, send)
