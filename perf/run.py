@@ -22,7 +22,6 @@ import json
 import os
 import platform
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -40,7 +39,7 @@ from typing import Any
 import psutil
 from beanie import PydanticObjectId
 
-from shop.embedded import embedded_url  # how the shop connects to an embedded database
+from shop.embedded import embedded_url, free_port  # how the shop reaches an embedded database
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import growth  # perf/growth.py, beside this file
@@ -58,13 +57,6 @@ SHOPPER_ADDRESSES = "127.0.1.1-127.0.1.250"
 
 
 # -- processes ------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @dataclass

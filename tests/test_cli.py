@@ -14,16 +14,11 @@ from typing import Any
 
 import pytest
 
+from shop.embedded import free_port
+
 SHOP = Path(sys.executable).parent / "shop"
 
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _get(url: str) -> tuple[int, Any]:
@@ -68,7 +63,7 @@ def _serve(data_dir: Path, port: int) -> tuple[list[dict[str, Any]], int]:
 
 
 def test_serve_runs_on_an_embedded_database_that_keeps_its_data(tmp_path: Path) -> None:
-    first, database_port = _serve(tmp_path, _free_port())
+    first, database_port = _serve(tmp_path, free_port())
     assert len(first) >= 5
     assert (tmp_path / "db").is_dir()
     assert (tmp_path / "secret_key").exists()
@@ -76,7 +71,7 @@ def test_serve_runs_on_an_embedded_database_that_keeps_its_data(tmp_path: Path) 
     with socket.socket() as probe:
         assert probe.connect_ex(("127.0.0.1", database_port)) != 0
 
-    again, _ = _serve(tmp_path, _free_port())
+    again, _ = _serve(tmp_path, free_port())
     assert [p["id"] for p in again] == [p["id"] for p in first]  # kept, and not seeded twice
 
 
@@ -129,7 +124,7 @@ def test_make_run_passes_host_and_port_and_makes_a_development_admin() -> None:
 
 
 def test_a_client_that_sends_half_a_request_is_cut_off(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("SHOP_")}
     env |= {"SHOP_DATA_DIR": str(tmp_path), "SHOP_REQUEST_READ_TIMEOUT_SECONDS": "1"}
     process = subprocess.Popen([str(SHOP), "serve", "--port", str(port)], env=env)

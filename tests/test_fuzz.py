@@ -7,7 +7,6 @@ and schemas (errors included: problem+json).
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -18,22 +17,17 @@ from pathlib import Path
 
 import pytest
 
+from shop.embedded import free_port
+
 BIN = Path(sys.executable).parent
 ADMIN = ("fuzz-admin@example.com", "fuzz-admin-password")
 
 pytestmark = pytest.mark.slow
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 @pytest.fixture
 def service(database_url: str, tmp_path: Path) -> Iterator[str]:
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "SHOP_MONGODB_URL": database_url,
