@@ -2,11 +2,11 @@
 
 For each level (none, 1,000, 10,000, 100,000) a fresh `shop serve` starts on its own embedded
 database, exactly as `make run` does. Other customers' carts, orders, returns, idempotency
-keys, throttle keys, refresh tokens, accounts, provider charges and refunds, and products, are
-then inserted directly,
-`level` of each, as the shop itself would have written them (and, at every level, 50 products,
-so that every catalog page is full). One customer then goes through
-every hot request one at a time, `samples` times; the table gives each request's median.
+keys, throttle keys, refresh tokens, accounts, provider charges and refunds, and products,
+are then inserted directly, `level` of each, as the shop itself would have written them (and,
+at every level, 50 products, so that every catalog page is full). One customer then goes
+through every hot request one at a time, `samples` times; the table gives each request's
+median.
 
     .venv/bin/python perf/growth.py [--levels 0,1000,10000,100000] [--samples 15]
 """
@@ -16,7 +16,6 @@ import contextlib
 import json
 import os
 import secrets
-import socket
 import statistics
 import subprocess
 import sys
@@ -31,6 +30,8 @@ from typing import Any
 import httpx
 from bson import Decimal128, ObjectId
 from pymongo import MongoClient
+
+from shop.embedded import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 ADMIN_EMAIL = "growth-admin@example.com"
@@ -56,17 +57,8 @@ REQUESTS = [
 ]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 @contextlib.contextmanager
-def shop(
-    data_dir: Path, log: Path, extra_env: dict[str, str] | None = None
-) -> Iterator[tuple[str, str, subprocess.Popen[bytes]]]:
+def shop(data_dir: Path, log: Path) -> Iterator[tuple[str, str, subprocess.Popen[bytes]]]:
     """`shop serve` on its embedded database: the API's address, the database's, and the
     process."""
     port = free_port()
@@ -79,7 +71,6 @@ def shop(
         "SHOP_LOG_LEVEL": "warning",
         # A request that takes seconds is measured, not cut off at the default 10 s.
         "SHOP_DB_TIMEOUT_SECONDS": "120",
-        **(extra_env or {}),
     }
     command = [sys.executable, "-c", "from shop.cli import main; main()", "serve"]
     with log.open("wb") as out:

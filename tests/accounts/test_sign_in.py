@@ -7,7 +7,6 @@ client at a trusted address that sends ``X-Forwarded-For``.
 
 import asyncio
 import contextlib
-import socket
 from collections.abc import AsyncIterator, Iterator
 from ipaddress import ip_network
 
@@ -20,6 +19,7 @@ from shop.accounts.throttle import Attempts, Throttles
 from shop.cart.models import Cart
 from shop.cli import SERVER_OPTIONS
 from shop.config import AppSettings
+from shop.embedded import free_port
 from shop.orders.models import Order
 from tests.factories import PASSWORD, add_to_cart, make_product, make_user
 
@@ -38,12 +38,16 @@ def throttled(app: FastAPI, settings: AppSettings) -> Iterator[AppSettings]:
     app.state.throttles = real
 
 
+def allow_address_failures(app: FastAPI, settings: AppSettings, failures: int) -> None:
+    """A smaller allowance of failures per address, for this test's throttles."""
+    settings.login_address_failures_limit = failures
+    app.state.throttles = Throttles.from_settings(settings)
+
+
 @pytest.fixture
 async def served(app: FastAPI) -> AsyncIterator[str]:
     """The app on a real loopback socket (the session's lifespan already ran)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     config = uvicorn.Config(
         app, host="127.0.0.1", port=port, lifespan="off", log_config=None, **SERVER_OPTIONS
     )
@@ -129,8 +133,7 @@ async def test_an_attack_on_an_account_never_locks_out_its_owner_elsewhere(
 async def test_one_password_sprayed_over_many_accounts_is_stopped(
     app: FastAPI, served: str, throttled: AppSettings
 ) -> None:
-    throttled.login_address_failures_limit = 25
-    app.state.throttles = Throttles.from_settings(throttled)
+    allow_address_failures(app, throttled, 25)
     victim = await make_user(app)
     async with from_address(served, "127.0.0.6") as sprayer:
         statuses = [
@@ -148,8 +151,7 @@ async def test_one_password_sprayed_over_many_accounts_is_stopped(
 async def test_behind_a_trusted_proxy_an_attacker_is_told_apart_from_the_others(
     app: FastAPI, served: str, throttled: AppSettings
 ) -> None:
-    throttled.login_address_failures_limit = 15
-    app.state.throttles = Throttles.from_settings(throttled)
+    allow_address_failures(app, throttled, 15)
     customer = await make_user(app)
     async with from_address(served, PROXY) as proxy:
         for n in range(20):  # the attacker, behind the proxy, sprays
@@ -170,8 +172,7 @@ async def test_an_untrusted_client_cannot_choose_its_address(
     app: FastAPI, served: str, throttled: AppSettings
 ) -> None:
     """Not even from 127.0.0.1, whose X-Forwarded-For uvicorn believes by default."""
-    throttled.login_address_failures_limit = 10
-    app.state.throttles = Throttles.from_settings(throttled)
+    allow_address_failures(app, throttled, 10)
     async with from_address(served, "127.0.0.1") as forger:
         for n in range(15):
             await log_in(forger, f"user{n}@example.com", "guess", forwarded_for=f"192.0.2.{n}")
