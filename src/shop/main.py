@@ -166,19 +166,22 @@ def create_app(settings: AppSettings | None = None) -> FastAPI:
     app.state.hashing = PasswordHashing(settings.password_hash_concurrency)
     app.state.throttles = Throttles.from_settings(settings)
     install_error_handlers(app)
-    install_docs(app)
     install_middleware(app, settings.max_body_bytes, settings.cors_origins)
     app.openapi = lambda: problem_openapi(app)  # type: ignore[method-assign]
+    # FastAPI tries the routes in the order they were included, each router's in turn: the
+    # busiest come first, so that a cart request is not matched against every admin route
+    # before its own. No two routers share a path.
     for router in (
-        ops_router,
-        admin_router,
-        accounts_router,
-        catalog_router,
         cart_router,
         orders_router,
-        discounts_router,
+        catalog_router,
+        accounts_router,
         returns_router,
+        discounts_router,
         returns_admin_router,
+        admin_router,
+        ops_router,
     ):
         app.include_router(router)
+    install_docs(app)
     return app
