@@ -1,11 +1,13 @@
 """The suite runs against a real MongoDB wire server: an embedded one started once per session,
 or the server named by SHOP_MONGODB_URL. Collections are emptied before every test."""
 
+import asyncio
 import os
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
+import uvicorn
 from asgi_lifespan import LifespanManager
 from beanie import Document
 from fastapi import FastAPI
@@ -14,9 +16,10 @@ from pydantic import SecretStr
 from pymongo import monitoring
 
 from shop.accounts.models import Role
+from shop.cli import SERVER_OPTIONS
 from shop.clock import ShiftedClock, use_clock
 from shop.config import AppSettings
-from shop.embedded import EmbeddedMongo
+from shop.embedded import EmbeddedMongo, free_port
 from shop.main import DOCUMENTS, create_app
 from tests.factories import Account, PausingProvider, make_user
 
@@ -132,3 +135,22 @@ def paused_provider(app: FastAPI) -> Iterator[PausingProvider]:
     app.state.payment_providers = {**providers, "mock": paused}
     yield paused
     app.state.payment_providers = providers
+
+
+@pytest.fixture
+async def served(app: FastAPI) -> AsyncIterator[str]:
+    """The app on a real loopback socket (the session's lifespan already ran)."""
+    port = free_port()
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, lifespan="off", log_config=None, **SERVER_OPTIONS
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    for _ in range(1000):  # up to 10 s
+        if server.started:
+            break
+        await asyncio.sleep(0.01)
+    assert server.started
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    await task

@@ -119,11 +119,12 @@ async def pay(
     order_id: str,
     method: str = "pm_card_visa",
     key: str | None = None,
+    provider: str = "mock",
 ) -> Response:
     headers = {**account.headers, "Idempotency-Key": key or uuid.uuid4().hex}
     return await client.post(
         "/order/pay/",
-        json={"order_id": order_id, "provider": "mock", "payment_method": method},
+        json={"order_id": order_id, "provider": provider, "payment_method": method},
         headers=headers,
     )
 
@@ -225,7 +226,11 @@ class PausingProvider(MockProvider):
     def release(self) -> None:
         self._release.set()
 
-    async def charge(self, *, key: str, amount: Decimal, currency: str, method: str) -> Charge:
+    async def charge(
+        self, *, key: str, amount: Decimal, currency: str, method: str, reference: str = ""
+    ) -> Charge:
         self.charging.set()
         await self._release.wait()
-        return await super().charge(key=key, amount=amount, currency=currency, method=method)
+        return await super().charge(
+            key=key, amount=amount, currency=currency, method=method, reference=reference
+        )

@@ -40,6 +40,8 @@ PUBLIC = {
     ("get", "/health"),
     ("get", "/ready"),
     ("get", "/metrics"),
+    ("post", "/payments/stripe/webhook"),  # Stripe's, checked by its signature
+    ("post", "/payments/mock/authenticate"),  # the browser's, with the payment's secret
 }
 
 

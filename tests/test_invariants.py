@@ -39,11 +39,17 @@ from tests.factories import (
 )
 
 STOCK = 12
+SIMULATED = ("mock", "pm_card_visa", "pm_card_chargeDeclined")
 
 
 async def shopper(
-    client: AsyncClient, account: Account, products: list[Product], seed: int
+    client: AsyncClient,
+    account: Account,
+    products: list[Product],
+    seed: int,
+    payment: tuple[str, str, str] = SIMULATED,  # the provider, a card, a declined card
 ) -> None:
+    provider, card, declined = payment
     rng = random.Random(seed)
     for product in rng.sample(products, rng.randint(1, len(products))):
         await add_to_cart(client, account, product, rng.randint(1, 3))
@@ -60,8 +66,8 @@ async def shopper(
     if action == "leave":
         return
     if action == "decline-then-pay":
-        await pay(client, account, order["id"], method="pm_card_chargeDeclined")
-    paid = await pay(client, account, order["id"])
+        await pay(client, account, order["id"], method=declined, provider=provider)
+    paid = await pay(client, account, order["id"], method=card, provider=provider)
     if paid.status_code != 200 or rng.random() < 0.4:
         return
     lines = paid.json()["lines"]

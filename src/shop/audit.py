@@ -8,6 +8,9 @@ never more than it was paid. Every charge at the provider belongs to an order, e
 to a return (or voids a charge that came too late), and no charge is refunded beyond what
 it was.
 
+The provider's side is what the simulated provider keeps, and what Stripe says of every
+PaymentIntent the shop made (and its refunds) when Stripe is configured.
+
 It reads whole collections: meant for a quiet hour, or a copy of the database.
 """
 
@@ -24,6 +27,7 @@ from shop.money import ZERO
 from shop.orders.models import Order, OrderStatus
 from shop.payments.mock import ProviderCharge, ProviderRefund
 from shop.payments.provider import ChargeStatus
+from shop.payments.stripe_provider import StripeIntent, StripeProvider
 from shop.returns.models import ReturnRequest, ReturnStatus
 
 PAID = (OrderStatus.paid, OrderStatus.partially_returned, OrderStatus.returned)
@@ -44,12 +48,33 @@ class Violation:
         return f"{self.rule}: {self.subject}: {self.detail}"
 
 
-async def audit() -> list[Violation]:
+@dataclass(frozen=True)
+class KeptCharge:
+    """A charge as its provider keeps it."""
+
+    payment_id: str
+    key: str
+    amount: Decimal
+    status: ChargeStatus
+    amount_refunded: Decimal
+
+
+@dataclass(frozen=True)
+class KeptRefund:
+    refund_id: str
+    key: str
+    payment_id: str
+    amount: Decimal
+
+
+async def audit(stripe: StripeProvider | None = None) -> list[Violation]:
     products = await Product.find_all().to_list()
     orders = await Order.find_all().to_list()
     returns = await ReturnRequest.find_all().to_list()
-    charges = await ProviderCharge.find_all().to_list()
-    refunds = await ProviderRefund.find_all().to_list()
+    charges, refunds = await _simulated_books()
+    if stripe is not None:
+        at_stripe = await _stripe_books(stripe)
+        charges, refunds = charges + at_stripe[0], refunds + at_stripe[1]
     return [
         *_stock(products, orders),
         *(v for order in orders for v in _totals(order)),
@@ -57,6 +82,36 @@ async def audit() -> list[Violation]:
         *_refunds(orders, returns, refunds),
         *_provider(orders, returns, charges, refunds),
     ]
+
+
+async def _simulated_books() -> tuple[list[KeptCharge], list[KeptRefund]]:
+    charges = [
+        KeptCharge(c.payment_id, c.key, Decimal(c.amount), c.status, Decimal(c.amount_refunded))
+        for c in await ProviderCharge.find_all().to_list()
+    ]
+    refunds = [
+        KeptRefund(r.refund_id, r.key, r.payment_id, Decimal(r.amount))
+        for r in await ProviderRefund.find_all().to_list()
+    ]
+    return charges, refunds
+
+
+async def _stripe_books(stripe: StripeProvider) -> tuple[list[KeptCharge], list[KeptRefund]]:
+    """Every PaymentIntent the shop made, and its refunds, as Stripe has them now."""
+    charges, refunds = [], []
+    for known in await StripeIntent.find_all().to_list():
+        charge = await stripe.intent(known.payment_intent)
+        made = (
+            await stripe.refunds_of(known.payment_intent)
+            if charge.status is ChargeStatus.succeeded
+            else []
+        )
+        refunds += [KeptRefund(r.refund_id, r.key, r.payment_id, r.amount) for r in made]
+        refunded = sum((r.amount for r in made), ZERO)
+        charges.append(
+            KeptCharge(charge.payment_id, known.key, charge.amount, charge.status, refunded)
+        )
+    return charges, refunds
 
 
 def _stock(products: list[Product], orders: list[Order]) -> list[Violation]:
@@ -104,14 +159,14 @@ def _totals(order: Order) -> list[Violation]:
     return found
 
 
-def _succeeded(charges: list[ProviderCharge]) -> list[ProviderCharge]:
+def _succeeded(charges: list[KeptCharge]) -> list[KeptCharge]:
     return [c for c in charges if c.status is ChargeStatus.succeeded]
 
 
 def _payments(
-    orders: list[Order], charges: list[ProviderCharge], refunds: list[ProviderRefund]
+    orders: list[Order], charges: list[KeptCharge], refunds: list[KeptRefund]
 ) -> list[Violation]:
-    by_order: dict[str, list[ProviderCharge]] = defaultdict(list)
+    by_order: dict[str, list[KeptCharge]] = defaultdict(list)
     for charge in _succeeded(charges):
         if match := _CHARGE_KEY.match(charge.key):
             by_order[match.group(1)].append(charge)
@@ -148,7 +203,7 @@ def _payments(
 
 
 def _refunds(
-    orders: list[Order], returns: list[ReturnRequest], refunds: list[ProviderRefund]
+    orders: list[Order], returns: list[ReturnRequest], refunds: list[KeptRefund]
 ) -> list[Violation]:
     refunded: dict[PydanticObjectId, Decimal] = defaultdict(lambda: ZERO)
     for request in returns:
@@ -182,8 +237,8 @@ def _refunds(
 def _provider(
     orders: list[Order],
     returns: list[ReturnRequest],
-    charges: list[ProviderCharge],
-    refunds: list[ProviderRefund],
+    charges: list[KeptCharge],
+    refunds: list[KeptRefund],
 ) -> list[Violation]:
     order_ids = {str(o.id) for o in orders}
     refunded_returns = {

@@ -135,10 +135,13 @@ async def _connected(url: str, settings: AppSettings, build_indexes: bool) -> An
 
 async def _print_audit(url: str, settings: AppSettings, *, as_json: bool) -> int:
     from shop.audit import audit
+    from shop.main import payment_providers
+    from shop.payments.stripe_provider import StripeProvider
 
     client = await _connected(url, settings, build_indexes=False)
+    stripe = payment_providers(settings).get("stripe")
     try:
-        violations = await audit()
+        violations = await audit(stripe if isinstance(stripe, StripeProvider) else None)
     finally:
         await client.close()
     if as_json:

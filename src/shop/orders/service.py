@@ -1,11 +1,13 @@
 """Use cases that move several documents together: checkout, payment, and the payment timeout."""
 
+import contextlib
 import logging
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
 from beanie import PydanticObjectId
+from bson import Decimal128
 from pymongo.asynchronous.client_session import AsyncClientSession
 
 from shop import metrics
@@ -31,7 +33,13 @@ from shop.orders.models import (
     ProductUnavailable,
 )
 from shop.pagination import Slice, decode_cursor
-from shop.payments.provider import Charge, ChargeStatus, PaymentProvider
+from shop.payments.provider import (
+    Charge,
+    ChargeStatus,
+    NextAction,
+    PaymentProvider,
+    ProviderUnavailable,
+)
 
 log = logging.getLogger(__name__)
 
@@ -112,14 +120,16 @@ async def read_and_settle(
 async def settle(order: Order, providers: Providers, now: datetime) -> Settled:
     """Bring an unpaid order up to date: finish a crashed payment, enforce the deadline.
 
-    A payment attempt whose hold ran out belongs to a process that stopped: its charge may
-    have gone through, so the provider is asked first, and a successful charge pays the
-    order. Then, since MongoDB's TTL monitor is not prompt, the deadline is checked here, on
-    every read: an order past it is cancelled and its stock released, exactly once.
+    A payment attempt whose hold ran out belongs to a process that stopped, or its charge
+    waited for the customer until the deadline: its charge may have gone through, so the
+    provider is asked first (a charge still waiting is cancelled there, so that it can never
+    succeed later), and a successful charge pays the order. Then, since MongoDB's TTL monitor
+    is not prompt, the deadline is checked here, on every read: an order past it is
+    cancelled and its stock released, exactly once.
     """
     attempt = order.payment_in_progress
     if attempt is not None and not order.payment_is_running(now):
-        charge = await providers[attempt.provider].retrieve(attempt.charge_key(order.id))
+        charge = await _stop_waiting(providers[attempt.provider], attempt.charge_key(order.id))
         if charge is not None and charge.status is ChargeStatus.succeeded:
             settled = await _settle_success(order, attempt, charge, providers, now)
             return Settled(settled, settled is order)  # or another reader settled it first
@@ -131,6 +141,20 @@ async def settle(order: Order, providers: Providers, now: datetime) -> Settled:
     fresh = await Order.get(order.id)
     assert fresh is not None
     return Settled(fresh, False)
+
+
+async def _stop_waiting(provider: PaymentProvider, key: str) -> Charge | None:
+    """The charge made with ``key``, cancelled at the provider if it still waits. None when
+    there is none, or the provider cannot be reached now: a charge that succeeds after its
+    order was cancelled is refunded when its news arrives (``record_charge``)."""
+    try:
+        charge = await provider.retrieve(key)
+        if charge is not None and charge.status.waiting:
+            charge = await provider.cancel(key)
+    except ProviderUnavailable:
+        log.warning("could not reach %s about charge %s; settling without it", provider.name, key)
+        return None
+    return charge
 
 
 async def cancel_order(
@@ -171,6 +195,11 @@ async def _cancel(order: Order, reason: CancelReason, now: datetime) -> Order | 
 # -- payment ----------------------------------------------------------------------------------
 
 
+class PaymentResult(NamedTuple):
+    order: Order
+    next_action: NextAction | None  # set while the charge waits for the customer
+
+
 async def pay_order(
     order_id: PydanticObjectId,
     user_id: PydanticObjectId,
@@ -179,7 +208,7 @@ async def pay_order(
     providers: Providers,
     hold: timedelta,
     request_key: str | None = None,
-) -> Order:
+) -> PaymentResult:
     """Charge the order's total once. Of concurrent attempts one holds the order; the rest 409.
 
     The order is claimed by one conditional update whose filter is the payment rule
@@ -188,6 +217,10 @@ async def pay_order(
     overdue order) to refuse with the reason, or to claim it after a crashed attempt. The
     attempt carries ``request_key`` (the Idempotency-Key): a retry of a request whose process
     died after its charge went through gets the paid order, the outcome it achieved.
+
+    A charge that waits for the customer (3-D Secure) leaves the order unpaid and held by
+    the attempt, and the result says what the browser does next; the provider's word
+    (``record_charge``, from a webhook or the sweeper) pays or frees the order later.
     """
     provider = providers[provider_name]
     provider.check_method(method)
@@ -198,7 +231,7 @@ async def pay_order(
     if order is None:
         order = await read_and_settle(order_id, user_id, providers)
         if order.paid_by(request_key):
-            return order
+            return PaymentResult(order, None)
         order.start_payment(provider_name, method, utcnow(), hold, request_key)
         if not await order.save_if_unchanged():
             await _raise_why_it_moved(order_id, user_id, providers)
@@ -206,19 +239,71 @@ async def pay_order(
     attempt = order.payment_in_progress
     assert attempt is not None
     charge = await provider.charge(
-        key=attempt.charge_key(order.id), amount=order.total, currency=order.currency, method=method
+        key=attempt.charge_key(order.id),
+        amount=order.total,
+        currency=order.currency,
+        method=method,
+        reference=str(order.id),
     )
     if charge.status is ChargeStatus.failed:
+        _declined(order, charge)
         order.payment_failed(attempt)
         await order.save_if_unchanged()  # if the sweeper moved it meanwhile, its move stands
-        metrics.PAYMENTS_DECLINED.labels(charge.failure_code or "declined").inc()
-        log.info(
-            "payment for order %s declined",
-            order.id,
-            extra={"fields": {"order_id": str(order.id), "code": charge.failure_code}},
-        )
         charge.raise_if_failed()
-    return await _settle_success(order, attempt, charge, providers, utcnow())
+    if charge.status.waiting:
+        order.await_customer(attempt, charge.payment_id)
+        if not await order.save_if_unchanged():
+            # The hold ran out meanwhile and another reader moved the order: the charge
+            # must not go on waiting for a customer the order no longer waits for.
+            cancelled = await provider.cancel(charge.key)
+            await record_charge(order.id, cancelled, provider_name, providers)
+            await _raise_why_it_moved(order_id, user_id, providers)
+            raise PaymentInProgress()
+        log.info(
+            "payment for order %s waits for the customer",
+            order.id,
+            extra={"fields": {"order_id": str(order.id), "payment_id": charge.payment_id}},
+        )
+        return PaymentResult(order, charge.next_action)
+    return PaymentResult(await _settle_success(order, attempt, charge, providers, utcnow()), None)
+
+
+async def record_charge(
+    order_id: PydanticObjectId | None,
+    charge: Charge | None,
+    provider_name: str,
+    providers: Providers,
+) -> Order | None:
+    """What the provider says of a charge (its webhook, or the sweeper's question) moves the
+    order, once, whatever the order of the news: a success pays the order its attempt holds,
+    a failure frees it for another attempt. A success the order can no longer take (it was
+    cancelled, or paid otherwise) is refunded, and the order keeps why. Stale news (a failure
+    after the success) changes nothing."""
+    if charge is None or order_id is None or (order := await Order.get(order_id)) is None:
+        return None
+    attempt = order.payment_in_progress
+    if attempt is not None and attempt.charge_key(order.id) == charge.key:
+        if charge.status is ChargeStatus.succeeded:
+            with contextlib.suppress(OrderExpired):  # refunded, and kept on the order
+                return await _settle_success(order, attempt, charge, providers, utcnow())
+        elif charge.status is ChargeStatus.failed:
+            _declined(order, charge)
+            order.payment_failed(attempt)
+            await order.save_if_unchanged()
+        return order
+    paid_with_it = order.payment is not None and order.payment.payment_id == charge.payment_id
+    if charge.status is ChargeStatus.succeeded and not paid_with_it:
+        await _void(order, charge, providers[provider_name], "order_no_longer_payable")
+    return order
+
+
+def _declined(order: Order, charge: Charge) -> None:
+    metrics.PAYMENTS_DECLINED.labels(charge.failure_code or "declined").inc()
+    log.info(
+        "payment for order %s declined",
+        order.id,
+        extra={"fields": {"order_id": str(order.id), "code": charge.failure_code}},
+    )
 
 
 async def _raise_why_it_moved(
@@ -249,14 +334,46 @@ async def _settle_success(
             return fresh  # another reader settled this same charge first
         # The order moved while the charge ran (cancelled after the hold ran out, say):
         # the money goes back and the customer is told why.
-        await provider.refund(
-            key=f"{charge.key}-void", payment_id=charge.payment_id, amount=charge.amount
-        )
+        await _void(fresh, charge, provider, "payment_too_late")
         raise OrderExpired("The payment came too late and was refunded")
     await PendingOrder.close(order.id)
     _order_changed(order, "paid")
     metrics.money_moved("charged", charge.amount, order.currency)
     return order
+
+
+async def _void(order: Order, charge: Charge, provider: PaymentProvider, reason: str) -> None:
+    """Refund in full a successful charge the order cannot take, and keep it on the order
+    with the reason (once, however often the news of the charge arrives)."""
+    await provider.refund(
+        key=f"{charge.key}-void", payment_id=charge.payment_id, amount=charge.amount
+    )
+    voided = {
+        "payment_id": charge.payment_id,
+        "provider": provider.name,
+        "amount": Decimal128(charge.amount),
+        "reason": reason,
+        "at": utcnow(),
+    }
+    pushed = await Order.get_pymongo_collection().update_one(
+        {"_id": order.id, "voided_payments.payment_id": {"$ne": charge.payment_id}},
+        {"$push": {"voided_payments": voided}, "$inc": {"version": 1}},
+    )
+    if pushed.modified_count:
+        metrics.money_moved("charged", charge.amount, charge.currency)
+        metrics.money_moved("refunded", charge.amount, charge.currency)
+        log.warning(
+            "order %s could not take a payment; it was refunded (%s)",
+            order.id,
+            reason,
+            extra={
+                "fields": {
+                    "order_id": str(order.id),
+                    "payment_id": charge.payment_id,
+                    "reason": reason,
+                }
+            },
+        )
 
 
 def _order_changed(order: Order, event: str, reason: str = "") -> None:
@@ -358,3 +475,32 @@ async def sweep_overdue(providers: Providers, batch: int = 100) -> int:
     for order in due:
         settled += (await settle(order, providers, now)).moved
     return settled
+
+
+async def sweep_unsettled_payments(providers: Providers, hold: timedelta, batch: int = 100) -> int:
+    """Ask the provider about every attempt older than the payment hold that no webhook
+    settled: a lost webhook still ends with the order paid, or payable again. Returns how
+    many orders this call moved."""
+    now = utcnow()
+    asked = (
+        await Order.find(
+            {
+                "status": OrderStatus.pending_payment.value,
+                "payment_in_progress.started_at": {"$lte": now - hold},
+            }
+        )
+        .sort("payment_in_progress.started_at")
+        .limit(batch)
+        .to_list()
+    )
+    moved = 0
+    for order in asked:
+        attempt = order.payment_in_progress
+        if attempt is None or attempt.provider not in providers:
+            continue
+        charge = await providers[attempt.provider].retrieve(attempt.charge_key(order.id))
+        if charge is None or charge.status.waiting:
+            continue  # nothing was charged, or the customer may still finish
+        after = await record_charge(order.id, charge, attempt.provider, providers)
+        moved += after is not None and after.payment_in_progress is None
+    return moved

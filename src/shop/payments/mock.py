@@ -1,7 +1,9 @@
 """The simulated payment provider, named ``mock`` in requests.
 
 It behaves like a real one: it keeps its own records of charges and refunds in its own
-collections, declines the documented test methods, and is idempotent.
+collections, declines the documented test methods, and is idempotent. The method
+``pm_card_authenticationRequired`` (as Stripe names its test card 4000 0027 6000 3184) waits
+for the customer to authenticate; ``authenticate`` stands in for the customer's browser.
 """
 
 import secrets
@@ -21,6 +23,8 @@ from shop.money import ZERO
 from shop.payments.provider import (
     Charge,
     ChargeStatus,
+    NextAction,
+    PaymentNotFound,
     Refund,
     RefundExceedsCharge,
     RefundFailed,
@@ -37,12 +41,15 @@ class ProviderCharge(Document):
     method: str
     status: ChargeStatus
     failure_code: str | None = None
+    reference: str = ""  # the order's id
+    client_secret: str | None = None  # of a charge that waits for the customer
     created_at: datetime = Field(default_factory=utcnow)
 
     class Settings:
         name = "mock_provider_charges"
 
     def as_charge(self) -> Charge:
+        waits = self.status is ChargeStatus.requires_action and self.client_secret is not None
         return Charge(
             payment_id=self.payment_id,
             key=self.key,
@@ -52,6 +59,9 @@ class ProviderCharge(Document):
             status=self.status,
             failure_code=self.failure_code,
             created_at=self.created_at,
+            next_action=NextAction("authenticate", self.payment_id, self.client_secret or "")
+            if waits
+            else None,
         )
 
 
@@ -82,9 +92,12 @@ class MockProvider:
     METHODS: ClassVar[dict[str, str | None]] = {
         "pm_card_visa": None,
         "pm_card_mastercard": None,
+        "pm_card_authenticationRequired": None,  # succeeds once the customer authenticates
         "pm_card_chargeDeclined": "card_declined",
         "pm_card_chargeDeclinedInsufficientFunds": "insufficient_funds",
     }
+    NEEDS_AUTHENTICATION = "pm_card_authenticationRequired"
+    AUTHENTICATION_FAILED = "payment_intent_authentication_failure"  # Stripe's code
 
     def __init__(self) -> None:
         # Refunds fail while this is set: a stand-in for the provider being unreachable.
@@ -96,17 +109,27 @@ class MockProvider:
                 f"{method!r} is not one of {', '.join(self.METHODS)}", methods=list(self.METHODS)
             )
 
-    async def charge(self, *, key: str, amount: Decimal, currency: str, method: str) -> Charge:
+    async def charge(
+        self, *, key: str, amount: Decimal, currency: str, method: str, reference: str = ""
+    ) -> Charge:
         self.check_method(method)
         failure = self.METHODS[method]
+        payment_id = f"ch_{secrets.token_hex(12)}"
+        status = ChargeStatus.failed if failure else ChargeStatus.succeeded
+        if method == self.NEEDS_AUTHENTICATION:
+            status = ChargeStatus.requires_action
         record = ProviderCharge(
             key=key,
-            payment_id=f"ch_{secrets.token_hex(12)}",
+            payment_id=payment_id,
             amount=amount,
             currency=currency,
             method=method,
-            status=ChargeStatus.failed if failure else ChargeStatus.succeeded,
+            status=status,
             failure_code=failure,
+            reference=reference,
+            client_secret=f"{payment_id}_secret_{secrets.token_hex(12)}"
+            if status is ChargeStatus.requires_action
+            else None,
         )
         try:
             await record.insert()
@@ -157,3 +180,40 @@ class MockProvider:
     async def retrieve(self, key: str) -> Charge | None:
         found = await ProviderCharge.find_one(ProviderCharge.key == key)
         return None if found is None else found.as_charge()
+
+    async def cancel(self, key: str) -> Charge | None:
+        await self._finish_waiting({"key": key}, ChargeStatus.failed, "canceled")
+        return await self.retrieve(key)
+
+    async def authenticate(
+        self, payment_id: str, client_secret: str, success: bool
+    ) -> tuple[Charge, str]:
+        """What the customer's browser does: authentication completed, or failed. Only a
+        charge that still waits moves; the charge as it then stands, and its reference."""
+        if success:
+            await self._finish_waiting(
+                {"payment_id": payment_id, "client_secret": client_secret},
+                ChargeStatus.succeeded,
+                None,
+            )
+        else:
+            await self._finish_waiting(
+                {"payment_id": payment_id, "client_secret": client_secret},
+                ChargeStatus.failed,
+                self.AUTHENTICATION_FAILED,
+            )
+        found = await ProviderCharge.find_one(
+            {"payment_id": payment_id, "client_secret": client_secret}
+        )
+        if found is None:
+            raise PaymentNotFound()
+        return found.as_charge(), found.reference
+
+    @staticmethod
+    async def _finish_waiting(
+        match: dict[str, object], status: ChargeStatus, failure: str | None
+    ) -> None:
+        await ProviderCharge.get_pymongo_collection().update_one(
+            {**match, "status": ChargeStatus.requires_action.value},
+            {"$set": {"status": status.value, "failure_code": failure}},
+        )

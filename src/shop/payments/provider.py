@@ -1,21 +1,30 @@
 """The one small interface every payment provider implements, and what it answers.
 
 A provider is idempotent: a repeated ``charge`` or ``refund`` with the same key returns the
-first result. ``payments/mock.py`` is the simulated one.
+first result. A charge may end at once (succeeded, failed) or wait: for the customer to
+authenticate (3-D Secure), or for the card network. A waiting charge ends later, and the
+provider says so (a webhook); ``retrieve`` asks it, ``cancel`` stops a charge that waits.
+``payments/mock.py`` is the simulated provider, ``payments/stripe_provider.py`` Stripe.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
 from typing import Protocol
 
-from shop.errors import Conflict, ShopError, Unprocessable
+from shop.errors import Conflict, NotFound, ShopError, Unprocessable
 
 
 class ChargeStatus(StrEnum):
     succeeded = "succeeded"
     failed = "failed"
+    requires_action = "requires_action"  # the customer must authenticate in the browser
+    processing = "processing"  # the card network has not answered yet
+
+    @property
+    def waiting(self) -> bool:
+        return self in (ChargeStatus.requires_action, ChargeStatus.processing)
 
 
 class PaymentDeclined(ShopError):
@@ -28,6 +37,23 @@ class InsufficientFunds(PaymentDeclined):
 
 class UnknownPaymentMethod(Unprocessable):
     code, title = "unknown_payment_method", "Unknown payment method"
+
+
+class PaymentNotFound(NotFound):
+    code, title = "payment_not_found", "No such payment"
+
+
+class ProviderUnavailable(ShopError):
+    status, code, title = 503, "payment_provider_unavailable", "The payment provider is unavailable"
+    transient = True
+
+
+class InvalidWebhook(ShopError):
+    status, code, title = 400, "invalid_webhook_signature", "Invalid webhook signature"
+
+
+class StripeNotConfigured(NotFound):
+    code, title = "stripe_not_configured", "Stripe is not configured on this service"
 
 
 class RefundFailed(ShopError):
@@ -45,6 +71,16 @@ DECLINE_ERRORS: dict[str, type[PaymentDeclined]] = {
 
 
 @dataclass(frozen=True)
+class NextAction:
+    """What the customer's browser does to finish a charge that waits for them: for Stripe,
+    ``stripe.handleNextAction({clientSecret})``."""
+
+    type: str
+    payment_id: str
+    client_secret: str
+
+
+@dataclass(frozen=True)
 class Charge:
     payment_id: str
     key: str
@@ -54,10 +90,12 @@ class Charge:
     status: ChargeStatus
     failure_code: str | None
     created_at: datetime
+    next_action: NextAction | None = field(default=None, compare=False)
 
     def raise_if_failed(self) -> None:
         if self.status is ChargeStatus.failed:
-            raise DECLINE_ERRORS.get(self.failure_code or "", PaymentDeclined)()
+            refusal = DECLINE_ERRORS.get(self.failure_code or "", PaymentDeclined)
+            raise refusal(decline_code=self.failure_code or "declined")
 
 
 @dataclass(frozen=True)
@@ -75,8 +113,16 @@ class PaymentProvider(Protocol):
     def check_method(self, method: str) -> None:
         """Raise ``UnknownPaymentMethod`` for a method this provider does not take."""
 
-    async def charge(self, *, key: str, amount: Decimal, currency: str, method: str) -> Charge: ...
+    async def charge(
+        self, *, key: str, amount: Decimal, currency: str, method: str, reference: str = ""
+    ) -> Charge:
+        """Charge once per ``key``; ``reference`` (the order's id) goes with the charge."""
 
     async def refund(self, *, key: str, payment_id: str, amount: Decimal) -> Refund: ...
 
-    async def retrieve(self, key: str) -> Charge | None: ...
+    async def retrieve(self, key: str) -> Charge | None:
+        """The charge made with ``key`` as it stands now; None if none was made."""
+
+    async def cancel(self, key: str) -> Charge | None:
+        """Stop a charge that waits, so it can never succeed; the charge as it then stands
+        (it may have succeeded just before)."""

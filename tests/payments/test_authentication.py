@@ -1,0 +1,107 @@
+"""The simulated provider's 3-D Secure: a payment that waits for the customer (202), finished
+by the development endpoint that stands in for the browser."""
+
+from typing import Any
+
+from httpx import AsyncClient
+
+from shop.clock import ShiftedClock
+from shop.config import AppSettings
+from shop.orders.models import Order, OrderStatus
+from shop.payments.provider import ChargeStatus
+from tests.factories import (
+    Account,
+    assert_problem,
+    charges_for,
+    make_product,
+    pay,
+    place_order,
+    stock_of,
+)
+
+NEEDS_AUTHENTICATION = "pm_card_authenticationRequired"
+
+
+async def authenticate(
+    client: AsyncClient, action: dict[str, Any], *, success: bool, secret: str | None = None
+) -> Any:
+    return await client.post(
+        "/payments/mock/authenticate",
+        json={
+            "payment_id": action["payment_id"],
+            "client_secret": secret or action["client_secret"],
+            "success": success,
+        },
+    )
+
+
+async def test_a_payment_that_needs_authentication_waits_then_pays_once_completed(
+    client: AsyncClient, customer: Account
+) -> None:
+    order = await place_order(client, customer, (await make_product(price="4.50"), 2))
+    waiting = await pay(client, customer, order["id"], NEEDS_AUTHENTICATION, key="k-3ds")
+    assert waiting.status_code == 202, waiting.text
+    action = waiting.json()["next_action"]
+    assert action["type"] == "authenticate"
+    assert waiting.json()["status"] == "pending_payment"
+    replay = await pay(client, customer, order["id"], NEEDS_AUTHENTICATION, key="k-3ds")
+    assert (replay.status_code, replay.json()) == (202, waiting.json())
+    assert replay.headers["Idempotent-Replayed"] == "true"
+    other = await pay(client, customer, order["id"], "pm_card_visa")
+    assert_problem(other, 409, "payment_in_progress")
+
+    done = await authenticate(client, action, success=True)
+    assert done.status_code == 200, done.text
+    assert done.json()["status"] == "paid"
+    assert done.json()["payment"]["payment_id"] == action["payment_id"]
+    [charge] = await charges_for(order["id"])
+    assert (charge.status, str(charge.amount)) == (ChargeStatus.succeeded, "9.00")
+    again = await authenticate(client, action, success=True)  # a second click changes nothing
+    assert again.json()["status"] == "paid"
+    assert len(await charges_for(order["id"])) == 1
+
+
+async def test_failed_authentication_leaves_the_order_payable_with_another_method(
+    client: AsyncClient, customer: Account
+) -> None:
+    order = await place_order(client, customer, (await make_product(price="4.50"), 1))
+    action = (await pay(client, customer, order["id"], NEEDS_AUTHENTICATION)).json()["next_action"]
+    failed = await authenticate(client, action, success=False)
+    assert failed.json()["status"] == "pending_payment"
+    stored = await Order.get(order["id"])
+    assert stored is not None and stored.payment_in_progress is None
+
+    paid = await pay(client, customer, order["id"], "pm_card_visa")
+    assert paid.status_code == 200, paid.text
+    assert paid.json()["payment"]["payment_id"] != action["payment_id"]
+
+
+async def test_a_wrong_client_secret_finishes_nothing(
+    client: AsyncClient, customer: Account
+) -> None:
+    order = await place_order(client, customer, (await make_product(), 1))
+    action = (await pay(client, customer, order["id"], NEEDS_AUTHENTICATION)).json()["next_action"]
+    forged = await authenticate(client, action, success=True, secret="ch_x_secret_guess")
+    assert_problem(forged, 404, "payment_not_found")
+    [charge] = await charges_for(order["id"])
+    assert charge.status is ChargeStatus.requires_action
+
+
+async def test_the_deadline_cancels_a_payment_still_waiting_and_its_order(
+    client: AsyncClient, customer: Account, clock: ShiftedClock, settings: AppSettings
+) -> None:
+    settings.payment_timeout_seconds = 600
+    product = await make_product(stock=3)
+    order = await place_order(client, customer, (product, 3))
+    action = (await pay(client, customer, order["id"], NEEDS_AUTHENTICATION)).json()["next_action"]
+    clock.advance(601)
+
+    read = await client.get(f"/order/{order['id']}/", headers=customer.headers)
+    assert read.json()["status"] == "cancelled"
+    [charge] = await charges_for(order["id"])
+    assert (charge.status, charge.failure_code) == (ChargeStatus.failed, "canceled")
+    late = await authenticate(client, action, success=True)  # too late: nothing to finish
+    assert late.json()["status"] == "cancelled"
+    assert await stock_of(product) == 3
+    stored = await Order.get(order["id"])
+    assert stored is not None and stored.status is OrderStatus.cancelled
