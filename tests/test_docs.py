@@ -40,6 +40,12 @@ PUBLIC = {
     ("get", "/health"),
     ("get", "/ready"),
     ("get", "/metrics"),
+    # A guest's cart (X-Cart-Token), or the customer's with a bearer token.
+    ("get", "/cart/"),
+    ("post", "/cart/add/"),
+    ("delete", "/cart/remove/"),
+    ("post", "/cart/discount/"),
+    ("delete", "/cart/discount/"),
     ("post", "/payments/stripe/webhook"),  # Stripe's, checked by its signature
     ("post", "/payments/mock/authenticate"),  # the browser's, with the payment's secret
 }

@@ -72,6 +72,10 @@ class AppSettings(BaseSettings):
     # Registrations one client address may make per hour: enough for a shared address,
     # not for a bot.
     registrations_per_address: int = Field(default=100, ge=1)
+    # A guest's cart (no account yet) lives this many days after its last change; one
+    # client address may start this many guest carts per hour.
+    guest_cart_days: float = Field(default=7, gt=0)
+    guest_carts_per_address: int = Field(default=100, ge=1)
     # Proxies (addresses or networks, comma-separated) whose X-Forwarded-For is believed:
     # for a request from one of them, the client is the right-most address in that header
     # that is not one of them. From anyone else the header is ignored.

@@ -5,13 +5,15 @@ dependency in a worker thread, a hand-off that cost more than the work itself.
 """
 
 from collections.abc import Mapping
+from datetime import timedelta
 from typing import Annotated, Any
 
-from fastapi import Depends, Request
+from fastapi import Depends, Header, Request
 from fastapi.security import OAuth2PasswordBearer
 
 from shop.accounts.security import PasswordHashing, Principal, read_access_token
 from shop.accounts.throttle import Throttles
+from shop.cart.models import CartOwner
 from shop.catalog_cache import CatalogCache
 from shop.config import AppSettings
 from shop.errors import Forbidden, NotAuthenticated
@@ -64,6 +66,11 @@ class _Bearer(OAuth2PasswordBearer):
     async def __call__(self, request: Request) -> Principal | None:  # type: ignore[override]
         token = await super().__call__(request)
         if token is None:
+            if self.required and CART_TOKEN in request.headers:
+                raise NotAuthenticated(
+                    "An account is required: log in, then POST /cart/merge/ with your "
+                    f"{CART_TOKEN} to bring the guest cart along"
+                )
             if self.required:
                 raise NotAuthenticated("A bearer token is required")
             return None
@@ -74,6 +81,45 @@ class _Bearer(OAuth2PasswordBearer):
 
 OptionalUser = Annotated[Principal | None, Depends(_Bearer(required=False))]
 CurrentUser = Annotated[Principal, Depends(_Bearer(required=True))]
+
+CART_TOKEN = "X-Cart-Token"
+CART_TOKEN_DOC = (
+    "A guest's cart (no Authorization): the token the first guest `POST /cart/add/` answered "
+    "in its X-Cart-Token header. Ignored when a bearer token is sent: the customer's own "
+    "cart wins."
+)
+
+
+class _CartOwner(_Bearer):
+    """Whose cart a cart request is about, in one dependency: the customer's when a bearer
+    token is sent (``X-Cart-Token`` is then ignored), else the guest's that ``X-Cart-Token``
+    names, else nobody's yet (``None``: a visitor who has not added anything)."""
+
+    def __init__(self) -> None:
+        super().__init__(required=False)
+
+    async def __call__(  # type: ignore[override]
+        self,
+        request: Request,
+        x_cart_token: Annotated[
+            str | None,
+            Header(
+                alias=CART_TOKEN,
+                description=CART_TOKEN_DOC,
+                examples=["Q2hvb3NlIGEgY2FydCB0b2tlbiBsaWtlIHRoaXMgb25lLg"],
+            ),
+        ] = None,
+    ) -> CartOwner | None:
+        user = await super().__call__(request)
+        if user is not None:
+            return CartOwner.customer(user.id)
+        if x_cart_token is None:
+            return None
+        days = request.app.state.settings.guest_cart_days
+        return CartOwner.guest_with(x_cart_token, timedelta(days=days))
+
+
+Shopper = Annotated[CartOwner | None, Depends(_CartOwner())]
 
 
 async def _admin_user(user: CurrentUser) -> Principal:

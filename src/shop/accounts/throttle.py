@@ -176,6 +176,7 @@ class Throttles:
     login_addresses: Throttle  # one address, every account: its failures
     registrations: Throttle
     promo_codes: Throttle
+    guest_carts: Throttle  # carts started by one address
 
     @classmethod
     def from_settings(cls, settings: AppSettings) -> "Throttles":
@@ -204,5 +205,8 @@ class Throttles:
                 block=timedelta(minutes=1),
                 longest_block=hour,
                 window=hour,
+            ),
+            guest_carts=Throttle(
+                limit=settings.guest_carts_per_address, block=hour, longest_block=hour, window=hour
             ),
         )

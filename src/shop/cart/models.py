@@ -1,8 +1,12 @@
-from datetime import datetime
-from typing import Annotated, Any, NamedTuple
+import hashlib
+import re
+import secrets
+from datetime import datetime, timedelta
+from typing import Any, ClassVar, NamedTuple
 
-from beanie import Document, Indexed, PydanticObjectId
+from beanie import Document, PydanticObjectId
 from pydantic import BaseModel, Field
+from pymongo import ASCENDING, IndexModel
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.errors import DuplicateKeyError
 
@@ -37,6 +41,55 @@ class CartItemNotFound(NotFound):
     code, title = "cart_item_not_found", "Product not in cart"
 
 
+class CartNotFound(NotFound):
+    code, title = "cart_not_found", "No such cart"
+
+
+# A guest's cart token: 256 random bits, URL-safe. Only its SHA-256 is stored.
+_GUEST_TOKEN = re.compile(r"^[A-Za-z0-9_-]{43}$")
+
+
+class CartOwner(NamedTuple):
+    """Whose cart: a customer's, by their id, or a guest's, by the hash of its cart token."""
+
+    user_id: PydanticObjectId | None = None
+    guest: str | None = None
+    lifetime: timedelta = timedelta(days=7)  # of a guest's cart after its last change
+
+    @classmethod
+    def customer(cls, user_id: PydanticObjectId) -> "CartOwner":
+        return cls(user_id=user_id)
+
+    @classmethod
+    def guest_with(cls, token: str, lifetime: timedelta) -> "CartOwner":
+        """The guest whose cart ``token`` names; 404 for a token no cart could have."""
+        if not _GUEST_TOKEN.match(token):
+            raise CartNotFound("No cart has this X-Cart-Token")
+        return cls(guest=hashlib.sha256(token.encode()).hexdigest(), lifetime=lifetime)
+
+    @classmethod
+    def new_guest(cls, lifetime: timedelta) -> tuple["CartOwner", str]:
+        """A new guest and the token that names its cart (given to the guest, never kept)."""
+        token = secrets.token_urlsafe(32)
+        return cls.guest_with(token, lifetime), token
+
+    @property
+    def is_guest(self) -> bool:
+        return self.user_id is None
+
+    def key(self, now: datetime) -> dict[str, Any]:
+        """The cart's filter: a guest's only while it has not expired."""
+        if self.user_id is not None:
+            return {"user_id": self.user_id}
+        return {"guest": self.guest, "expires_at": {"$gt": now}}
+
+    def touched(self, now: datetime) -> dict[str, Any]:
+        """What every change sets: its time, and a guest cart's new expiry."""
+        if self.user_id is not None:
+            return {"updated_at": now}
+        return {"updated_at": now, "expires_at": now + self.lifetime}
+
+
 class CartItem(BaseModel):
     product_id: PydanticObjectId
     quantity: int = Field(gt=0)
@@ -44,16 +97,33 @@ class CartItem(BaseModel):
 
 
 class Cart(Document):
-    """One cart per user. Every change is a single conditional update of the user's cart,
-    addressed by its unique ``user_id``, then a read of it."""
+    """One cart per customer, and one per guest. Every change is a single conditional update
+    of the cart, addressed by its unique ``user_id`` (or the guest's token hash), then a read
+    of it. A guest's cart lives ``guest_days`` after its last change, then the TTL monitor
+    removes it; no read returns it after that, whenever the monitor runs."""
 
-    user_id: Annotated[PydanticObjectId, Indexed(unique=True)]
+    user_id: PydanticObjectId | None = None
+    guest: str | None = Field(default=None, description="SHA-256 of the guest's cart token")
     items: list[CartItem] = Field(default_factory=list)
     discount_code: str | None = None
     updated_at: datetime = Field(default_factory=utcnow)
+    expires_at: datetime | None = None  # guests' carts only
 
     class Settings:
         name = "carts"
+        indexes: ClassVar = [
+            IndexModel(
+                [("user_id", ASCENDING)],
+                unique=True,
+                partialFilterExpression={"user_id": {"$type": "objectId"}},
+            ),
+            IndexModel(
+                [("guest", ASCENDING)],
+                unique=True,
+                partialFilterExpression={"guest": {"$type": "string"}},
+            ),
+            IndexModel([("expires_at", ASCENDING)], expireAfterSeconds=0),
+        ]
 
     def quantity_of(self, product_id: PydanticObjectId) -> int:
         return sum(i.quantity for i in self.items if i.product_id == product_id)
@@ -69,17 +139,28 @@ class Cart(Document):
         return cart
 
     @classmethod
-    async def of_user(
-        cls, user_id: PydanticObjectId, session: AsyncClientSession | None = None
-    ) -> "Cart":
-        """The user's cart; an unsaved empty one if they never had one."""
-        raw = await cls.get_pymongo_collection().find_one({"user_id": user_id}, session=session)
-        return cls(user_id=user_id) if raw is None else cls.model_validate(raw)
+    async def of(cls, owner: CartOwner) -> "Cart":
+        """The owner's cart: a customer's, or an unsaved empty one if they never had one; a
+        guest's, or 404 once it expired (or never was)."""
+        raw = await cls.get_pymongo_collection().find_one(owner.key(utcnow()))
+        if raw is None and owner.is_guest:
+            raise CartNotFound("No cart has this X-Cart-Token, or it expired")
+        return cls(user_id=owner.user_id) if raw is None else cls.model_validate(raw)
+
+    @classmethod
+    async def of_user(cls, user_id: PydanticObjectId) -> "Cart":
+        return await cls.of(CartOwner.customer(user_id))
+
+    @classmethod
+    async def open_for_guest(cls, owner: CartOwner) -> None:
+        """Create a new guest's empty cart."""
+        now = utcnow()
+        await cls(guest=owner.guest, expires_at=now + owner.lifetime, updated_at=now).insert()
 
     @classmethod
     async def add_item(
         cls,
-        user_id: PydanticObjectId,
+        owner: CartOwner,
         product: Product,
         quantity: int,
         limits: "CartLimits",
@@ -97,14 +178,15 @@ class Cart(Document):
             raise InsufficientStock(
                 f"Only {product.stock} of {product.name} in stock", products=[str(product.id)]
             )
-        carts, now, mine = cls.get_pymongo_collection(), utcnow(), {"user_id": user_id}
+        carts, now = cls.get_pymongo_collection(), utcnow()
+        mine, touched = owner.key(now), owner.touched(now)
         # The line is addressed with arrayFilters rather than the positional `$` after
         # `$elemMatch`: both work on mongod, only arrayFilters on the embedded server.
         for _ in range(10):
             raw = await update_then_read(
                 carts,
                 mine,
-                {"$inc": {"items.$[line].quantity": quantity}, "$set": {"updated_at": now}},
+                {"$inc": {"items.$[line].quantity": quantity}, "$set": touched},
                 precondition={
                     "items": {
                         "$elemMatch": {"product_id": product.id, "quantity": {"$lte": most_before}}
@@ -121,19 +203,23 @@ class Cart(Document):
                     mine,
                     {
                         "$push": {"items": item.model_dump()},
-                        "$set": {"updated_at": now},
+                        "$set": touched,
                         "$setOnInsert": {"discount_code": None},
                     },
                     precondition={
                         "items.product_id": {"$ne": product.id},
                         f"items.{limits.lines - 1}": {"$exists": False},  # room for a line
                     },
-                    upsert=True,
+                    upsert=not owner.is_guest,  # a guest's cart exists, or is gone
                 )
-                return cls.from_raw(raw)
+                if raw is not None:
+                    return cls.from_raw(raw)
             except DuplicateKeyError:
                 pass  # the cart exists, and holds the product already or is full
-            held = await cls.find_one(cls.user_id == user_id)
+            found = await carts.find_one(mine)
+            if found is None and owner.is_guest:
+                raise CartNotFound("No cart has this X-Cart-Token, or it expired")
+            held = None if found is None else cls.model_validate(found)
             if held is not None and held.quantity_of(product.id) > most_before:
                 in_cart = held.quantity_of(product.id)
                 if in_cart + quantity > limits.line_quantity:
@@ -155,14 +241,15 @@ class Cart(Document):
 
     @classmethod
     async def remove_item(
-        cls, user_id: PydanticObjectId, product_id: PydanticObjectId, quantity: int | None
+        cls, owner: CartOwner, product_id: PydanticObjectId, quantity: int | None
     ) -> "Cart":
         """Remove the line, or take ``quantity`` off it (the whole line when that is all of it).
 
         Each update carries its precondition on the line's quantity, so an add that lands in
         between is never taken away with it: the other update is tried again.
         """
-        carts, now, mine = cls.get_pymongo_collection(), utcnow(), {"user_id": user_id}
+        carts, now = cls.get_pymongo_collection(), utcnow()
+        mine, touched = owner.key(now), owner.touched(now)
         whole_line: dict[str, Any] = {"product_id": product_id}
         if quantity is not None:
             whole_line["quantity"] = {"$lte": quantity}
@@ -171,7 +258,7 @@ class Cart(Document):
                 raw = await update_then_read(
                     carts,
                     mine,
-                    {"$inc": {"items.$[line].quantity": -quantity}, "$set": {"updated_at": now}},
+                    {"$inc": {"items.$[line].quantity": -quantity}, "$set": touched},
                     precondition={
                         "items": {
                             "$elemMatch": {"product_id": product_id, "quantity": {"$gt": quantity}}
@@ -184,30 +271,51 @@ class Cart(Document):
             raw = await update_then_read(
                 carts,
                 mine,
-                {"$pull": {"items": {"product_id": product_id}}, "$set": {"updated_at": now}},
+                {"$pull": {"items": {"product_id": product_id}}, "$set": touched},
                 precondition={"items": {"$elemMatch": whole_line}},
             )
             if raw is not None:
                 return cls.from_raw(raw)
             if quantity is None or not await carts.find_one(
-                {"user_id": user_id, "items.product_id": product_id}
+                {**mine, "items.product_id": product_id}
             ):
+                if owner.is_guest and not await carts.find_one(mine):
+                    raise CartNotFound("No cart has this X-Cart-Token, or it expired")
                 raise CartItemNotFound()
             # The line grew between the two updates (a concurrent add): again.
         raise CartBusy()
 
     @classmethod
-    async def set_discount_code(cls, user_id: PydanticObjectId, code: str | None) -> "Cart":
+    async def set_discount_code(cls, owner: CartOwner, code: str | None) -> "Cart":
+        now = utcnow()
         raw = await update_then_read(
             cls.get_pymongo_collection(),
-            {"user_id": user_id},
+            owner.key(now),
             {
-                "$set": {"discount_code": code, "updated_at": utcnow()},
+                "$set": {"discount_code": code, **owner.touched(now)},
                 "$setOnInsert": {"items": []},
             },
-            upsert=True,
+            upsert=not owner.is_guest,
         )
+        if raw is None:
+            raise CartNotFound("No cart has this X-Cart-Token, or it expired")
         return cls.from_raw(raw)
+
+    @classmethod
+    async def take_guest_cart(cls, owner: CartOwner) -> "Cart":
+        """End a guest's cart and return what it held: of merges of one cart, at once or
+        one after the other, one gets it and the others 404. It is removed only as it was
+        read (a change that lands in between is taken along on the next try)."""
+        carts = cls.get_pymongo_collection()
+        for _ in range(10):
+            raw = await carts.find_one(owner.key(utcnow()))
+            if raw is None:
+                raise CartNotFound("No cart has this X-Cart-Token: it expired, or was merged")
+            as_read = {"_id": raw["_id"], "items": raw["items"]}
+            as_read["discount_code"] = raw.get("discount_code")
+            if (await carts.delete_one(as_read)).deleted_count == 1:
+                return cls.from_raw(raw)
+        raise CartBusy()
 
     @classmethod
     async def check_out(cls, user_id: PydanticObjectId, session: AsyncClientSession) -> "Cart":

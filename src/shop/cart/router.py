@@ -1,7 +1,8 @@
+from datetime import timedelta
 from typing import Annotated
 
 from beanie import PydanticObjectId
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Header, Query, Response
 
 from shop.cart import service
 from shop.cart.models import (
@@ -9,13 +10,33 @@ from shop.cart.models import (
     CartFull,
     CartItemNotFound,
     CartLimits,
+    CartNotFound,
+    CartOwner,
     InsufficientStock,
     LineQuantityExceeded,
 )
-from shop.cart.schemas import AddToCart, ApplyCode, CartDiscountOut, CartLineOut, CartOut
+from shop.cart.schemas import (
+    AddToCart,
+    ApplyCode,
+    CartDiscountOut,
+    CartLineOut,
+    CartOut,
+    MergedLineOut,
+    MergeOut,
+)
 from shop.cart.service import quote_cart
 from shop.catalog.models import Product, ProductNotFound
-from shop.deps import Catalog, CurrentUser, Settings, Throttled
+from shop.clock import utcnow
+from shop.deps import (
+    CART_TOKEN,
+    OPTIONAL_TOKEN,
+    Catalog,
+    ClientAddress,
+    CurrentUser,
+    Settings,
+    Shopper,
+    Throttled,
+)
 from shop.discounts.models import (
     DiscountMinSubtotalNotMet,
     DiscountNotFound,
@@ -42,36 +63,95 @@ def cart_out(quote: Quote) -> CartOut:
     )
 
 
-@router.get("/", summary="See the cart, priced")
-async def view_cart(user: CurrentUser, settings: Settings, catalog: Catalog) -> CartOut:
-    """The caller's cart, priced from the catalog now (as of a few seconds at most)."""
-    cart = await Cart.of_user(user.id)
+GUEST = (
+    " A guest (no Authorization) names the cart with the X-Cart-Token header; see "
+    "`POST /cart/add/`."
+)
+
+
+def _owner(shopper: CartOwner | None) -> CartOwner:
+    """The cart a request changes: a visitor with no cart yet has none to change."""
+    if shopper is None:
+        raise CartNotFound(f"No cart yet: add a product first, or log in ({CART_TOKEN} missing)")
+    return shopper
+
+
+@router.get(
+    "/",
+    openapi_extra=OPTIONAL_TOKEN,
+    responses=responses(CartNotFound),
+    summary="See the cart, priced",
+)
+async def view_cart(shopper: Shopper, settings: Settings, catalog: Catalog) -> CartOut:
+    """The caller's cart, priced from the catalog now (as of a few seconds at most).
+
+    A visitor with neither a bearer token nor an X-Cart-Token sees an empty cart (a
+    storefront's first page asks before anything was added); an unknown or expired cart
+    token is 404 `cart_not_found`."""
+    cart = Cart() if shopper is None else await Cart.of(shopper)
     return cart_out(await quote_cart(cart, settings.currency, catalog))
 
 
 @router.post(
     "/add/",
-    responses=responses(ProductNotFound, InsufficientStock, CartFull, LineQuantityExceeded),
+    openapi_extra=OPTIONAL_TOKEN,
+    responses={
+        200: {
+            "description": "The cart, priced. A guest's first add starts a cart: its token is "
+            "in the X-Cart-Token header, to send with every later cart request",
+            "headers": {
+                CART_TOKEN: {
+                    "description": "Set when this add started a guest's cart",
+                    "schema": {"type": "string"},
+                }
+            },
+        },
+        **responses(
+            ProductNotFound,
+            InsufficientStock,
+            CartFull,
+            LineQuantityExceeded,
+            CartNotFound,
+            TooManyRequests,
+        ),
+    },
     summary="Add a product to the cart",
 )
 async def add_to_cart(
-    body: AddToCart, user: CurrentUser, settings: Settings, catalog: Catalog
+    body: AddToCart,
+    shopper: Shopper,
+    settings: Settings,
+    catalog: Catalog,
+    throttles: Throttled,
+    address: ClientAddress,
+    response: Response,
 ) -> CartOut:
-    """Add a product, or more of it. The line never exceeds the product's stock."""
+    """Add a product, or more of it. The line never exceeds the product's stock.
+
+    Without an account: the first add (no X-Cart-Token) starts a guest cart and answers its
+    token in the X-Cart-Token header; later requests send it. A guest cart lives
+    `SHOP_GUEST_CART_DAYS` after its last change; checkout needs an account
+    (`POST /cart/merge/`). One address may start a limited number of guest carts an hour."""
     found = (await catalog.products([body.product_id])).get(body.product_id)
     product = Product.visible_or_raise(found)
     limits = CartLimits(settings.cart_max_lines, settings.cart_max_line_quantity)
-    cart = await Cart.add_item(user.id, product, body.quantity, limits)
+    if shopper is None:
+        await throttles.guest_carts.attempt([f"guest-cart:{address}"], utcnow())
+        shopper, token = CartOwner.new_guest(timedelta(days=settings.guest_cart_days))
+        await Cart.open_for_guest(shopper)
+        response.headers[CART_TOKEN] = token
+    cart = await Cart.add_item(shopper, product, body.quantity, limits)
     return cart_out(await quote_cart(cart, settings.currency, catalog))
 
 
 @router.delete(
     "/remove/",
-    responses=responses(CartItemNotFound),
+    openapi_extra=OPTIONAL_TOKEN,
+    responses=responses(CartItemNotFound, CartNotFound),
     summary="Remove units or a whole line from the cart",
 )
 async def remove_from_cart(
-    user: CurrentUser,
+    shopper: Shopper,
     settings: Settings,
     catalog: Catalog,
     product_id: PydanticObjectId,
@@ -80,19 +160,24 @@ async def remove_from_cart(
     ] = None,
 ) -> CartOut:
     """Takes `quantity` units off the line, or the whole line when `quantity` is omitted."""
-    cart = await Cart.remove_item(user.id, product_id, quantity)
+    cart = await Cart.remove_item(_owner(shopper), product_id, quantity)
     return cart_out(await quote_cart(cart, settings.currency, catalog))
 
 
 @router.post(
     "/discount/",
+    openapi_extra=OPTIONAL_TOKEN,
     responses=responses(
-        DiscountNotFound, DiscountMinSubtotalNotMet, DiscountPerUserLimitReached, TooManyRequests
+        DiscountNotFound,
+        DiscountMinSubtotalNotMet,
+        DiscountPerUserLimitReached,
+        TooManyRequests,
+        CartNotFound,
     ),
     summary="Apply a promo code",
 )
 async def apply_discount_code(
-    body: ApplyCode, user: CurrentUser, settings: Settings, throttles: Throttled
+    body: ApplyCode, shopper: Shopper, settings: Settings, throttles: Throttled
 ) -> CartOut:
     """Apply a promo code. A cart holds one code: a new one replaces the old.
 
@@ -101,12 +186,55 @@ async def apply_discount_code(
     refused for a while (429).
     """
     code = normalize_code(body.code)
-    quote = await service.apply_code(user.id, code, settings.currency, throttles.promo_codes)
+    quote = await service.apply_code(
+        _owner(shopper), code, settings.currency, throttles.promo_codes
+    )
     return cart_out(quote)
 
 
-@router.delete("/discount/", summary="Remove the promo code")
-async def remove_discount_code(user: CurrentUser, settings: Settings, catalog: Catalog) -> CartOut:
+@router.delete(
+    "/discount/",
+    openapi_extra=OPTIONAL_TOKEN,
+    responses=responses(CartNotFound),
+    summary="Remove the promo code",
+)
+async def remove_discount_code(shopper: Shopper, settings: Settings, catalog: Catalog) -> CartOut:
     """Take the promo code off the cart (a cart without one is left as it is)."""
-    cart = await Cart.set_discount_code(user.id, None)
+    cart = await Cart.set_discount_code(_owner(shopper), None)
     return cart_out(await quote_cart(cart, settings.currency, catalog))
+
+
+@router.post(
+    "/merge/",
+    responses=responses(CartNotFound),
+    summary="Bring a guest's cart into your own",
+)
+async def merge_guest_cart(
+    user: CurrentUser,
+    settings: Settings,
+    catalog: Catalog,
+    x_cart_token: Annotated[
+        str,
+        Header(
+            alias=CART_TOKEN,
+            description="The guest cart's token",
+            examples=["Q2hvb3NlIGEgY2FydCB0b2tlbiBsaWtlIHRoaXMgb25lLg"],
+        ),
+    ],
+) -> MergeOut:
+    """After signing up or logging in: the guest cart's lines join the customer's cart, and
+    the guest cart ends (its token then answers 404).
+
+    Quantities of the same product add up. A line that would pass the product's stock or
+    the cart's limits is capped (`capped`), or left out when nothing of it fits
+    (`left_out`), each with the reason. The guest's promo code comes along when the
+    customer's cart has none. Merging the same token twice counts nothing twice."""
+    guest = CartOwner.guest_with(x_cart_token, timedelta(days=settings.guest_cart_days))
+    limits = CartLimits(settings.cart_max_lines, settings.cart_max_line_quantity)
+    merged = await service.merge_guest_cart(user.id, guest, catalog, limits)
+    out = cart_out(await quote_cart(merged.cart, settings.currency, catalog))
+    return MergeOut(
+        **out.model_dump(),
+        capped=[MergedLineOut.model_validate(m, from_attributes=True) for m in merged.capped],
+        left_out=[MergedLineOut.model_validate(m, from_attributes=True) for m in merged.left_out],
+    )

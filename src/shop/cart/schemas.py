@@ -91,3 +91,19 @@ class ApplyCode(BaseModel):
     )
 
     code: Annotated[str, Field(min_length=1, max_length=64)]
+
+
+class MergedLineOut(BaseModel):
+    product_id: PydanticObjectId
+    requested: int = Field(description="Units in the guest's cart")
+    added: int = Field(description="Units that went into the customer's cart")
+    reason: str = Field(
+        description="Why not all of them: insufficient_stock, line_quantity_exceeded, "
+        "cart_full or product_unavailable",
+        examples=["insufficient_stock"],
+    )
+
+
+class MergeOut(CartOut):
+    capped: list[MergedLineOut] = Field(description="Lines of which only some units went over")
+    left_out: list[MergedLineOut] = Field(description="Lines of which no unit went over")

@@ -1,11 +1,18 @@
 from collections.abc import Iterable
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from beanie import PydanticObjectId
 from pymongo.asynchronous.client_session import AsyncClientSession
 
 from shop.accounts.throttle import Throttle
-from shop.cart.models import Cart
+from shop.cart.models import (
+    Cart,
+    CartFull,
+    CartLimits,
+    CartOwner,
+    InsufficientStock,
+    LineQuantityExceeded,
+)
 from shop.catalog.models import Product
 from shop.clock import utcnow
 from shop.discounts.models import Discount, DiscountNotFound, DiscountScope, DiscountUsage
@@ -92,14 +99,14 @@ async def quote_cart(
     products = await catalog.products(product_ids)
     discounts = await catalog.discounts(product_ids, code)
     limited = [d.id for d in discounts if d.per_user_limit is not None and d.id is not None]
-    usage = await DiscountUsage.counts(cart.user_id, limited, session) if limited else {}
+    usage = {}  # a guest has used no discount yet
+    if limited and cart.user_id is not None:
+        usage = await DiscountUsage.counts(cart.user_id, limited, session)
     context = PricingContext(products, discounts, usage, utcnow(), currency)
     return price(cart.items, code, context)
 
 
-async def apply_code(
-    user_id: PydanticObjectId, code: str, currency: str, throttle: Throttle
-) -> Quote:
+async def apply_code(owner: CartOwner, code: str, currency: str, throttle: Throttle) -> Quote:
     """Put a promo code on the cart, if it applies to it now; a new one replaces the old.
 
     The code is judged on the database's figures, not the cache's. A code that cannot be
@@ -107,9 +114,9 @@ async def apply_code(
     subtotal, their own uses); a customer who keeps trying codes that cannot be used is
     refused for a while (429).
     """
-    attempts = f"promo-code:{user_id}"
+    attempts = f"promo-code:{owner.user_id or owner.guest}"
     await throttle.attempt([attempts], utcnow())
-    cart = await Cart.of_user(user_id)
+    cart = await Cart.of(owner)
     catalog = RememberingCatalog()
     quote = await quote_cart(cart, currency, catalog, code=code)
     refusal = quote.cart_discount.refusal if quote.cart_discount else None
@@ -118,5 +125,75 @@ async def apply_code(
             raise DiscountNotFound(f"No promo code {code}")
         raise refusal
     await throttle.give_back(attempts)
-    cart = await Cart.set_discount_code(user_id, code)
+    cart = await Cart.set_discount_code(owner, code)
     return await quote_cart(cart, currency, catalog)
+
+
+class MergedLine(NamedTuple):
+    """A guest's line that did not go over whole: ``added`` of ``requested`` units, and why."""
+
+    product_id: PydanticObjectId
+    requested: int
+    added: int
+    reason: str  # a problem code: insufficient_stock, line_quantity_exceeded, cart_full, ...
+
+
+class Merged(NamedTuple):
+    cart: Cart
+    capped: list[MergedLine]  # some units went over
+    left_out: list[MergedLine]  # none did
+
+
+async def merge_guest_cart(
+    user_id: PydanticObjectId, guest: CartOwner, catalog: CatalogReader, limits: CartLimits
+) -> Merged:
+    """Move a guest's lines into the customer's cart, then the guest's cart is gone.
+
+    The guest's cart is ended first (``take_guest_cart``): a second merge of the same token,
+    at once or later, finds nothing, so no line is counted twice. Each line is then added as
+    the customer's own adds are, quantities of the same product adding up; what the product's
+    stock or the cart's limits do not allow is capped, and the answer says so. The guest's
+    promo code comes along when the customer's cart has none.
+    """
+    taken = await Cart.take_guest_cart(guest)
+    owner = CartOwner.customer(user_id)
+    products = await catalog.products([line.product_id for line in taken.items])
+    cart = await Cart.of(owner)
+    capped: list[MergedLine] = []
+    left_out: list[MergedLine] = []
+    for line in taken.items:
+        product = products.get(line.product_id)
+        if product is None or not product.active:
+            left_out.append(MergedLine(line.product_id, line.quantity, 0, "product_unavailable"))
+            continue
+        added, reason, cart = await _add_what_fits(owner, product, line.quantity, limits, cart)
+        if added < line.quantity:
+            merged = MergedLine(line.product_id, line.quantity, added, reason or "")
+            (capped if added else left_out).append(merged)
+    if taken.discount_code is not None and cart.discount_code is None:
+        cart = await Cart.set_discount_code(owner, taken.discount_code)
+    return Merged(cart, capped, left_out)
+
+
+async def _add_what_fits(
+    owner: CartOwner, product: Product, wanted: int, limits: CartLimits, cart: Cart
+) -> tuple[int, str | None, Cart]:
+    """Add as many of ``wanted`` units as the stock and the cart's limits allow now."""
+    assert product.id is not None
+    reason: str | None = None
+    for _ in range(5):
+        held = cart.quantity_of(product.id)
+        by_stock, by_line = product.stock - held, limits.line_quantity - held
+        take = min(wanted, by_stock, by_line)
+        if take < wanted:
+            short = by_stock <= by_line
+            reason = InsufficientStock.code if short else LineQuantityExceeded.code
+        if take <= 0:
+            return 0, reason, cart
+        try:
+            return take, reason, await Cart.add_item(owner, product, take, limits)
+        except CartFull:
+            return 0, CartFull.code, cart
+        except (InsufficientStock, LineQuantityExceeded):
+            cart = await Cart.of(owner)  # the customer added meanwhile: fit it again
+    return 0, InsufficientStock.code, cart
