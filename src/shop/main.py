@@ -18,7 +18,7 @@ from shop.accounts.throttle import Attempts, Throttles
 from shop.accounts.tokens import RefreshToken
 from shop.admin.router import router as admin_router
 from shop.background import run_sweeper
-from shop.cart.models import Cart
+from shop.cart.models import Cart, GuestCart
 from shop.cart.router import router as cart_router
 from shop.catalog.models import Product
 from shop.catalog.router import router as catalog_router
@@ -55,6 +55,7 @@ DOCUMENTS: list[type[Document]] = [
     RefreshToken,
     Product,
     Cart,
+    GuestCart,
     Order,
     PendingOrder,
     IdempotencyRecord,

@@ -78,14 +78,15 @@ async def test_missing_malformed_and_expired_tokens_are_401(
         "some-other-key-that-is-long-enough-for-hs256",
         algorithm=ALGORITHM,
     )
-    assert_problem(await client.get("/cart/"), 401, "not_authenticated")
+    assert_problem(await client.get("/order/history/"), 401, "not_authenticated")
     for token, code in [
         ("garbage", "invalid_token"),
         (forged, "invalid_token"),
         (expired, "token_expired"),
     ]:
-        response = await client.get("/cart/", headers={"Authorization": f"Bearer {token}"})
-        assert_problem(response, 401, code)
+        for path in ("/order/history/", "/cart/"):  # a refused token is no guest's either
+            response = await client.get(path, headers={"Authorization": f"Bearer {token}"})
+            assert_problem(response, 401, code)
 
 
 async def test_a_token_accepted_before_is_refused_once_it_expires(

@@ -97,10 +97,9 @@ class CartItem(BaseModel):
 
 
 class Cart(Document):
-    """One cart per customer, and one per guest. Every change is a single conditional update
-    of the cart, addressed by its unique ``user_id`` (or the guest's token hash), then a read
-    of it. A guest's cart lives ``guest_days`` after its last change, then the TTL monitor
-    removes it; no read returns it after that, whenever the monitor runs."""
+    """One cart per customer, and one per guest (``GuestCart``). Every change is a single
+    conditional update of the cart, addressed by its unique ``user_id`` (or the guest's token
+    hash), then a read of it."""
 
     user_id: PydanticObjectId | None = None
     guest: str | None = Field(default=None, description="SHA-256 of the guest's cart token")
@@ -111,19 +110,13 @@ class Cart(Document):
 
     class Settings:
         name = "carts"
-        indexes: ClassVar = [
-            IndexModel(
-                [("user_id", ASCENDING)],
-                unique=True,
-                partialFilterExpression={"user_id": {"$type": "objectId"}},
-            ),
-            IndexModel(
-                [("guest", ASCENDING)],
-                unique=True,
-                partialFilterExpression={"guest": {"$type": "string"}},
-            ),
-            IndexModel([("expires_at", ASCENDING)], expireAfterSeconds=0),
-        ]
+        indexes: ClassVar = [IndexModel([("user_id", ASCENDING)], unique=True)]
+
+    @staticmethod
+    def collection_of(owner: "CartOwner") -> Any:
+        """Customers' carts and guests' live apart: each is found by a unique key of its
+        collection (the embedded server answers a partial index's key by a collection scan)."""
+        return (GuestCart if owner.is_guest else Cart).get_pymongo_collection()
 
     def quantity_of(self, product_id: PydanticObjectId) -> int:
         return sum(i.quantity for i in self.items if i.product_id == product_id)
@@ -142,7 +135,7 @@ class Cart(Document):
     async def of(cls, owner: CartOwner) -> "Cart":
         """The owner's cart: a customer's, or an unsaved empty one if they never had one; a
         guest's, or 404 once it expired (or never was)."""
-        raw = await cls.get_pymongo_collection().find_one(owner.key(utcnow()))
+        raw = await cls.collection_of(owner).find_one(owner.key(utcnow()))
         if raw is None and owner.is_guest:
             raise CartNotFound("No cart has this X-Cart-Token, or it expired")
         return cls(user_id=owner.user_id) if raw is None else cls.model_validate(raw)
@@ -155,7 +148,7 @@ class Cart(Document):
     async def open_for_guest(cls, owner: CartOwner) -> None:
         """Create a new guest's empty cart."""
         now = utcnow()
-        await cls(guest=owner.guest, expires_at=now + owner.lifetime, updated_at=now).insert()
+        await GuestCart(guest=owner.guest, expires_at=now + owner.lifetime, updated_at=now).insert()
 
     @classmethod
     async def add_item(
@@ -178,7 +171,7 @@ class Cart(Document):
             raise InsufficientStock(
                 f"Only {product.stock} of {product.name} in stock", products=[str(product.id)]
             )
-        carts, now = cls.get_pymongo_collection(), utcnow()
+        carts, now = cls.collection_of(owner), utcnow()
         mine, touched = owner.key(now), owner.touched(now)
         # The line is addressed with arrayFilters rather than the positional `$` after
         # `$elemMatch`: both work on mongod, only arrayFilters on the embedded server.
@@ -248,7 +241,7 @@ class Cart(Document):
         Each update carries its precondition on the line's quantity, so an add that lands in
         between is never taken away with it: the other update is tried again.
         """
-        carts, now = cls.get_pymongo_collection(), utcnow()
+        carts, now = cls.collection_of(owner), utcnow()
         mine, touched = owner.key(now), owner.touched(now)
         whole_line: dict[str, Any] = {"product_id": product_id}
         if quantity is not None:
@@ -289,7 +282,7 @@ class Cart(Document):
     async def set_discount_code(cls, owner: CartOwner, code: str | None) -> "Cart":
         now = utcnow()
         raw = await update_then_read(
-            cls.get_pymongo_collection(),
+            cls.collection_of(owner),
             owner.key(now),
             {
                 "$set": {"discount_code": code, **owner.touched(now)},
@@ -306,7 +299,7 @@ class Cart(Document):
         """End a guest's cart and return what it held: of merges of one cart, at once or
         one after the other, one gets it and the others 404. It is removed only as it was
         read (a change that lands in between is taken along on the next try)."""
-        carts = cls.get_pymongo_collection()
+        carts = cls.collection_of(owner)
         for _ in range(10):
             raw = await carts.find_one(owner.key(utcnow()))
             if raw is None:
@@ -338,3 +331,19 @@ class Cart(Document):
                 session=session,
             )
         return cart
+
+
+class GuestCart(Cart):
+    """A guest's cart, in a collection of its own: found by the hash of its token, it lives
+    ``CartOwner.lifetime`` after its last change, then the TTL monitor removes it; no read
+    returns it after that, whenever the monitor runs."""
+
+    class Settings:
+        name = "guest_carts"
+        indexes: ClassVar = [
+            IndexModel([("guest", ASCENDING)], unique=True),
+            # What every read and write filters on: the embedded server scans the collection
+            # for an equality and a range unless one index has both.
+            IndexModel([("guest", ASCENDING), ("expires_at", ASCENDING)]),
+            IndexModel([("expires_at", ASCENDING)], expireAfterSeconds=0),
+        ]
