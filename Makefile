@@ -24,7 +24,7 @@ run: $(STAMP)  ## serve the API on http://$(HOST):$(PORT): embedded database, de
 test: $(STAMP)  ## the whole test suite (embedded database unless SHOP_MONGODB_URL is set)
 	$(BIN)/pytest
 
-test-fast: $(STAMP)  ## everything but the tests marked slow, in under a minute
+test-fast: $(STAMP)  ## everything but the tests marked slow, in about a minute
 	$(BIN)/pytest -m "not slow"
 
 lint: $(STAMP)

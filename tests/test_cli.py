@@ -187,3 +187,36 @@ def test_serve_says_why_when_the_embedded_database_cannot_start(
     with pytest.raises(SystemExit) as exited:
         cli.main(["serve"])
     assert exited.value.code == "shop: no embedded database: set SHOP_MONGODB_URL ..."
+
+
+def test_a_second_start_on_the_same_data_directory_touches_nothing_of_the_first(
+    tmp_path: Path,
+) -> None:
+    from tests.processes import answers, start_shop, stop
+
+    port = free_port()
+    first = start_shop(tmp_path, port, SHOP_DEV_ADMIN="true")
+    try:
+        assert answers(port, 60) is not None
+        for _ in range(3):
+            _get(f"http://127.0.0.1:{port}/products/")
+        counted = re.compile(r'shop_http_requests_total\{method="GET",route="/products/"')
+        assert counted.search(_get(f"http://127.0.0.1:{port}/metrics")[1].decode())
+
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SHOP_")}
+        env |= {"SHOP_DATA_DIR": str(tmp_path), "SHOP_DEV_ADMIN": "true"}
+        second = subprocess.run(
+            [str(SHOP), "serve", "--port", str(free_port())],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert second.returncode != 0
+        assert "already running" in second.stderr
+        assert "will answer" not in second.stdout and "password" not in second.stdout
+        # The first one's figures are all there still.
+        assert counted.search(_get(f"http://127.0.0.1:{port}/metrics")[1].decode())
+    finally:
+        stop(first, tmp_path)

@@ -3,6 +3,8 @@
 
 import argparse
 import asyncio
+import contextlib
+import fcntl
 import getpass
 import json
 import logging
@@ -11,7 +13,7 @@ import os
 import shutil
 import signal
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +53,13 @@ def main(argv: list[str] | None = None) -> None:
     if args.demo_data:
         os.environ["SHOP_DEMO_DATA"] = "true"
     settings = AppSettings()
+    # Before anything shared is touched (the metrics files, the announcement): a second
+    # start on the same data directory goes no further.
+    with _claim(settings.data_dir.resolve()):
+        _serve_from(args, settings)
+
+
+def _serve_from(args: argparse.Namespace, settings: AppSettings) -> None:
     _share_metrics(settings.data_dir.resolve() / "metrics")
     # Imported only now: prometheus-client picks its multiprocess mode when first imported.
     from shop.observability import logging_config
@@ -88,6 +97,25 @@ def main(argv: list[str] | None = None) -> None:
         database.stop()
     if supervisor.failed:
         sys.exit(_GAVE_UP)
+
+
+@contextlib.contextmanager
+def _claim(data_dir: Path) -> Iterator[None]:
+    """Hold the data directory while this ``shop serve`` runs, or exit saying who holds it."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    lock = os.open(data_dir / "serve.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(lock)
+        sys.exit(
+            f"shop: another shop serve is already running on {data_dir}; stop it first "
+            "(README: Stopping the service), or give this one SHOP_DATA_DIR of its own"
+        )
+    try:
+        yield
+    finally:
+        os.close(lock)
 
 
 def _share_metrics(directory: Path) -> None:

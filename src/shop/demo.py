@@ -1,4 +1,6 @@
-"""A small demo catalog, created when the shop has no products yet."""
+"""A small demo catalog, created when the shop has no products yet, with a discount of each
+kind so that pricing shows: the code WELCOME10 (10% off the cart, once per customer), 5.00 off
+any cart of 60.00 or more, and 20% off the wool socks."""
 
 from decimal import Decimal
 
@@ -6,6 +8,7 @@ from bson import Decimal128
 
 from shop.catalog.models import CATALOG, Product
 from shop.clock import utcnow
+from shop.discounts.models import Discount, DiscountKind, DiscountScope
 from shop.documents import Sequence
 
 DEMO_PRODUCTS = [
@@ -19,7 +22,8 @@ DEMO_PRODUCTS = [
 
 
 async def create_demo_catalog() -> int:
-    """Insert the demo products if the catalog is empty. Safe when several workers race."""
+    """Insert the demo products and discounts if the catalog is empty. Safe when several
+    workers race."""
     if await Product.find_one() is not None:
         return 0
     created = 0
@@ -44,4 +48,42 @@ async def create_demo_catalog() -> int:
             upsert=True,
         )
         created += result.upserted_id is not None
+    await _create_demo_discounts()
     return created
+
+
+async def _create_demo_discounts() -> None:
+    socks = await Product.get_pymongo_collection().find_one({"sku": "demo-socks"})
+    discounts: list[dict[str, object]] = [
+        {
+            "name": "Welcome: 10% off your first order",
+            "scope": DiscountScope.cart.value,
+            "kind": DiscountKind.percent.value,
+            "value": Decimal128("10"),
+            "code": "WELCOME10",
+            "per_user_limit": 1,
+        },
+        {
+            "name": "5.00 off carts of 60.00 or more",
+            "scope": DiscountScope.cart.value,
+            "kind": DiscountKind.fixed.value,
+            "value": Decimal128("5.00"),
+            "min_subtotal": Decimal128("60.00"),
+        },
+        {
+            "name": "Wool socks: 20% off",
+            "scope": DiscountScope.product.value,
+            "kind": DiscountKind.percent.value,
+            "value": Decimal128("20"),
+            "product_ids": [socks["_id"]] if socks else [],
+        },
+    ]
+    now = utcnow()
+    for discount in discounts:
+        defaults: dict[str, object] = {"product_ids": [], "code": None, "times_used": 0}
+        defaults["active"] = True
+        await Discount.get_pymongo_collection().update_one(
+            {"name": discount["name"]},
+            {"$setOnInsert": {**defaults, **discount, "created_at": now, "updated_at": now}},
+            upsert=True,
+        )

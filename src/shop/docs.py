@@ -11,6 +11,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
+from starlette.types import ASGIApp, Receive, Scope, Send
 from swagger_ui_bundle import swagger_ui_path
 
 from shop.errors import PROBLEM_JSON, ShopError
@@ -47,8 +48,9 @@ def problem_openapi(app: FastAPI) -> dict[str, Any]:
     """The OpenAPI document as the API really behaves.
 
     Every error is problem+json, and every operation lists what any operation can answer
-    besides its own errors: 422 for invalid input, 400 for an unparsable body, 401 where a
-    token is required. Ids are described as what they are, the ``Idempotency-Key`` header
+    besides its own errors: 422 for invalid input (where there is input), 400 for an
+    unparsable body, 415 for a JSON body sent as something else, 401 where a token is
+    required. Ids are described as what they are, the ``Idempotency-Key`` header
     is marked required where it is, a route that works with or without a token says so,
     and every object schema gets an example, built from its fields' examples.
     """
@@ -81,10 +83,17 @@ def problem_openapi(app: FastAPI) -> dict[str, Any]:
                     parameter["schema"] = {"type": "string", "minLength": 1, "maxLength": 255}
                     parameter["example"] = "9b1deb4d-3b7d-4bad-9bdd-2b0d7b3dcb6d"
             answers = operation.setdefault("responses", {})
-            answers.setdefault("422", {"description": "`validation_error`"})
+            if operation.get("parameters") or "requestBody" in operation:
+                answers.setdefault("422", {"description": "`validation_error`"})
+            else:  # takes no input: nothing of it can be invalid
+                answers.pop("422", None)
             if "requestBody" in operation:
                 answers.setdefault("400", {"description": "`invalid_json`: unparsable body"})
                 answers.setdefault("413", {"description": "`content_too_large`"})
+                if "application/json" in operation["requestBody"].get("content", {}):
+                    answers.setdefault(
+                        "415", {"description": "`json_expected`: sent without its Content-Type"}
+                    )
             security = operation.get("security", [])
             if security and {} not in security:
                 answers.setdefault(
@@ -167,8 +176,23 @@ def _example(
     return {"integer": 1, "number": 1, "boolean": True}.get(str(kind), "text")
 
 
+class _StaticFilesRoute:
+    """What the request log and the metrics read of a route: its path template."""
+
+    path = f"{STATIC}/{{path}}"
+
+
+def _named_for_the_log(files: ASGIApp) -> ASGIApp:
+    async def serve(scope: Scope, receive: Receive, send: Send) -> None:
+        scope["route"] = _StaticFilesRoute  # not "unmatched": a mount has no route of its own
+        await files(scope, receive, send)
+
+    return serve
+
+
 def install_docs(app: FastAPI) -> None:
-    app.mount(STATIC, StaticFiles(directory=Path(str(swagger_ui_path))), name="swagger-ui")
+    files = StaticFiles(directory=Path(str(swagger_ui_path)))
+    app.mount(STATIC, _named_for_the_log(files), name="swagger-ui")
 
     @app.get("/docs", include_in_schema=False)
     async def swagger_ui() -> HTMLResponse:

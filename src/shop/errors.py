@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from shop.observability import request_id
 
 PROBLEM_JSON = "application/problem+json"
+JSON = "application/json"
 
 
 class ShopError(Exception):
@@ -49,8 +50,11 @@ class ShopError(Exception):
     def problem(self) -> dict[str, Any]:
         return problem_body(self.status, self.code, self.title, self.detail, **self.extra)
 
+    def headers(self) -> dict[str, str]:
+        return {} if self.retry_after is None else {"Retry-After": str(self.retry_after)}
+
     def response(self) -> JSONResponse:
-        headers = {} if self.retry_after is None else {"Retry-After": str(self.retry_after)}
+        headers = self.headers()
         return JSONResponse(
             self.problem(), status_code=self.status, media_type=PROBLEM_JSON, headers=headers
         )
@@ -74,15 +78,24 @@ class Unprocessable(ShopError):
 
 
 class NotAuthenticated(ShopError):
+    """401, with the challenge RFC 6750 asks for: a bearer token (``error="invalid_token"``
+    when one was sent and refused)."""
+
     status, code, title = 401, "not_authenticated", "Not authenticated"
+    challenge: ClassVar[str] = "Bearer"
+
+    def headers(self) -> dict[str, str]:
+        return {**super().headers(), "WWW-Authenticate": self.challenge}
 
 
 class InvalidToken(NotAuthenticated):
     code, title = "invalid_token", "Invalid access token"
+    challenge = 'Bearer error="invalid_token", error_description="The access token is invalid"'
 
 
 class TokenExpired(NotAuthenticated):
     code, title = "token_expired", "Access token expired"
+    challenge = 'Bearer error="invalid_token", error_description="The access token expired"'
 
 
 class InvalidCredentials(NotAuthenticated):
@@ -126,11 +139,23 @@ async def _shop_error(_: Request, exc: Exception) -> JSONResponse:
     return exc.response()
 
 
-async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     errors = exc.errors()
     if invalid := next((e for e in errors if e["type"] == "json_invalid"), None):
         return _invalid_json(invalid, exc.body)
+    sent = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    whole_body = any(tuple(e["loc"]) == ("body",) for e in errors)
+    if whole_body and isinstance(exc.body, bytes | str) and exc.body and sent != JSON:
+        # A JSON body sent without its Content-Type (curl's -d sends a form's).
+        told = f"Content-Type {sent}" if sent else "no Content-Type"
+        return problem_response(
+            415,
+            "json_expected",
+            "Send the body as JSON",
+            f"The body was sent with {told}; send it with Content-Type: {JSON} "
+            "(curl: -H 'Content-Type: application/json')",
+        )
     detail, fields = invalid_fields(errors)
     return problem_response(422, "validation_error", "Invalid request", detail, errors=fields)
 

@@ -47,7 +47,8 @@ async def test_a_customer_cancels_an_unpaid_order_and_everything_is_released(
     assert fresh is not None
     assert fresh.times_used == 0
     assert await PendingOrder.get(order["id"]) is None
-    assert_problem(await pay(client, customer, order["id"]), 409, "order_expired")
+    refused = assert_problem(await pay(client, customer, order["id"]), 409, "order_cancelled")
+    assert "customer cancelled" in str(refused["detail"])
 
 
 async def test_paid_and_foreign_orders_cannot_be_cancelled(
@@ -92,7 +93,8 @@ async def test_a_payment_after_a_cancel_is_refused_without_a_charge(
     cancel = await client.post(f"/order/{order['id']}/cancel/", headers=customer.headers)
     assert cancel.status_code == 200
 
-    assert_problem(await pay(client, customer, order["id"]), 409, "order_expired")
+    refused = assert_problem(await pay(client, customer, order["id"]), 409, "order_cancelled")
+    assert "customer cancelled" in str(refused["detail"])
     stored = await Order.get(order["id"])
     assert stored is not None
     assert stored.status is OrderStatus.cancelled

@@ -288,6 +288,15 @@ class Order(VersionedDocument):
         return attempt is not None and as_utc(attempt.until) > now
 
     @property
+    def cancelled_by_customer(self) -> bool:
+        last = self.status_history[-1] if self.status_history else None
+        return (
+            self.status is OrderStatus.cancelled
+            and last is not None
+            and last.reason == CancelReason.customer_request.value
+        )
+
+    @property
     def reserved_stock(self) -> dict[PydanticObjectId, int]:
         reserved: dict[PydanticObjectId, int] = {}
         for line in self.lines:
@@ -305,6 +314,8 @@ class Order(VersionedDocument):
     def check_payable(self, now: datetime) -> None:
         if self.status in (OrderStatus.paid, OrderStatus.partially_returned, OrderStatus.returned):
             raise OrderAlreadyPaid()
+        if self.status is OrderStatus.cancelled and self.cancelled_by_customer:
+            raise OrderCancelled("The customer cancelled this order; it can no longer be paid")
         if self.status is OrderStatus.cancelled or as_utc(self.expires_at) <= now:
             raise OrderExpired()
         if not self.lines:

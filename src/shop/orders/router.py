@@ -85,6 +85,7 @@ async def create_order(user: CurrentUser, settings: Settings) -> OrderOut:
             OrderNotFound,
             OrderAlreadyPaid,
             OrderExpired,
+            OrderCancelled,
             OrderEmpty,
             PaymentInProgress,
             IdempotencyKeyInUse,
