@@ -18,7 +18,7 @@ from fastapi import FastAPI, Header
 from pydantic import BaseModel
 from pymongo import AsyncMongoClient, ReturnDocument
 
-# The shop's own client options (shop/db.py `connect`): every write acknowledged once it is in
+# The shop's own client options (shop/kit/db.py `connect`): every write acknowledged once it is in
 # the journal of a majority, reads from the primary; the URL carries the rest (perf/run.py
 # gives both the same one, retryable writes included).
 _client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(

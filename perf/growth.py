@@ -31,7 +31,7 @@ import httpx
 from bson import Decimal128, ObjectId
 from pymongo import MongoClient
 
-from shop.embedded import free_port
+from shop.kit.embedded import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 ADMIN_EMAIL = "growth-admin@example.com"
@@ -434,7 +434,7 @@ def deep_cursor(db: Any, position: int) -> str:
     page at a time would take as long as the whole measurement)."""
     from beanie import PydanticObjectId
 
-    from shop.pagination import encode_cursor
+    from shop.kit.pagination import encode_cursor
 
     (before,) = (
         db["products"]

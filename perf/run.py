@@ -39,7 +39,7 @@ from typing import Any
 import psutil
 from beanie import PydanticObjectId
 
-from shop.embedded import embedded_url, free_port  # how the shop reaches an embedded database
+from shop.kit.embedded import embedded_url, free_port  # how the shop reaches an embedded database
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import growth  # perf/growth.py, beside this file
@@ -149,7 +149,7 @@ def database(data_dir: Path) -> Iterator[tuple[str, psutil.Process | None]]:
             str(data_dir),
             "--log-level",
             "WARNING",
-            "--sync-on-commit",  # as shop serve starts it (see shop/embedded.py)
+            "--sync-on-commit",  # as shop serve starts it (see shop/kit/embedded.py)
         ],
         stdout=subprocess.DEVNULL,
     )

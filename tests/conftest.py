@@ -17,9 +17,9 @@ from pymongo import monitoring
 
 from shop.accounts.models import Role
 from shop.cli import SERVER_OPTIONS
-from shop.clock import ShiftedClock, use_clock
-from shop.config import AppSettings
-from shop.embedded import EmbeddedMongo, free_port
+from shop.kit.clock import ShiftedClock, use_clock
+from shop.kit.config import AppSettings
+from shop.kit.embedded import EmbeddedMongo, free_port
 from shop.main import DOCUMENTS, create_app
 from tests.factories import Account, PausingProvider, make_user
 

@@ -19,9 +19,10 @@ LAYERS = [
     {"cart", "pricing", "catalog_cache"},
     {"discounts", "catalog", "accounts"},
     {"payments", "idempotency"},
-    # Infrastructure: imports no domain.
-    {"db", "embedded", "errors", "money", "clock", "config", "documents", "pagination"}
-    | {"middleware", "server", "docs", "observability", "metrics", "client_address"},
+    # Infrastructure (config, clock, money, errors, db, documents, the embedded server,
+    # pagination, observability, metrics, middleware, the server protocol, the docs):
+    # imports no domain.
+    {"kit"},
 ]
 COMPOSITION = {"main", "cli", "deps", "background", "demo", "ops", "__init__"}
 
@@ -66,11 +67,23 @@ def test_each_domain_keeps_its_errors_in_one_module() -> None:
     """A domain's errors live with its documents (``models.py``); a router, a service or a
     second module of the domain defines none."""
     import shop.main  # noqa: F401  (imports every module with an error class)
-    from shop.errors import ShopError
+    from shop.kit.errors import ShopError
 
     def every(cls: type[ShopError]) -> list[type[ShopError]]:
         return [cls, *(d for sub in cls.__subclasses__() for d in every(sub))]
 
     homes = {error.__module__ for error in every(ShopError)}
-    allowed = {"shop.errors", "shop.payments.provider", "shop.pagination", "shop.idempotency"}
+    allowed = {"shop.kit.errors", "shop.kit.pagination", "shop.payments.provider"}
+    allowed.add("shop.idempotency")
     assert {home for home in homes if not home.endswith(".models")} <= allowed, homes
+
+
+def test_the_top_level_shows_the_composition_root_the_shared_services_and_the_domains() -> None:
+    """Infrastructure lives in ``shop.kit``; beside it, at most 12 modules and the domains."""
+    modules = sorted(p.stem for p in SOURCE.glob("*.py"))
+    assert len(modules) <= 12, modules
+    packages = sorted(p.name for p in SOURCE.iterdir() if (p / "__init__.py").exists())
+    assert "kit" in packages
+    kit = {path.parts[1].removesuffix(".py") for path, _ in MODULES if path.parts[0] == "kit"}
+    assert {"config", "clock", "money", "errors", "db", "documents", "embedded"} <= kit
+    assert {"pagination", "observability", "metrics", "middleware", "server", "docs"} <= kit

@@ -13,8 +13,8 @@ from collections.abc import Awaitable
 from fastapi import FastAPI
 from httpx import AsyncClient, Response
 
-from shop.clock import ShiftedClock
 from shop.discounts.models import DiscountKind, DiscountScope
+from shop.kit.clock import ShiftedClock
 from shop.orders.models import Order
 from shop.orders.service import sweep_overdue
 from tests.conftest import CommandLog

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from shop.embedded import free_port
+from shop.kit.embedded import free_port
 
 SHOP = Path(sys.executable).parent / "shop"
 
@@ -170,7 +170,7 @@ def test_serve_says_why_when_the_embedded_database_cannot_start(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     from shop import cli
-    from shop.embedded import EmbeddedMongo
+    from shop.kit.embedded import EmbeddedMongo
 
     def missing(self: EmbeddedMongo, timeout: float = 30.0) -> None:
         raise RuntimeError("no embedded database: set SHOP_MONGODB_URL ...")

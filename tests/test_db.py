@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 from pymongo import MongoClient, ReadPreference
 
-from shop.config import AppSettings
-from shop.db import connect
-from shop.embedded import EmbeddedMongo
+from shop.kit.config import AppSettings
+from shop.kit.db import connect
+from shop.kit.embedded import EmbeddedMongo
 
 
 @pytest.mark.slow

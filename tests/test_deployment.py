@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from shop.config import AppSettings
+from shop.kit.config import AppSettings
 
 ROOT = Path(__file__).parent.parent
 SETTINGS = {f"SHOP_{name.upper()}" for name in AppSettings.model_fields}

@@ -14,7 +14,7 @@ import httpx
 import pytest
 from pymongo import MongoClient
 
-from shop.embedded import EmbeddedMongo, free_port
+from shop.kit.embedded import EmbeddedMongo, free_port
 from tests.factories import seed_database
 
 SHOP = Path(sys.executable).parent / "shop"

@@ -17,7 +17,7 @@ import httpx
 import pytest
 from pymongo import MongoClient
 
-from shop.embedded import EmbeddedMongo, _alive, _server_program, free_port
+from shop.kit.embedded import EmbeddedMongo, _alive, _server_program, free_port
 from tests.factories import seed_database
 from tests.processes import (
     answers,

@@ -14,7 +14,7 @@ from httpx import ASGITransport, AsyncClient
 from pymongo.errors import OperationFailure
 
 from shop.cart.models import Cart
-from shop.clock import ShiftedClock
+from shop.kit.clock import ShiftedClock
 from shop.orders.models import Order, OrderStatus, PendingOrder
 from shop.payments.mock import ProviderCharge, ProviderRefund
 from shop.returns.models import ReturnRequest, ReturnStatus

@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from shop.embedded import free_port
+from shop.kit.embedded import free_port
 from tests.processes import SHOP
 
 ROOT = Path(__file__).parent.parent

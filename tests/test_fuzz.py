@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from shop.embedded import free_port
+from shop.kit.embedded import free_port
 
 BIN = Path(sys.executable).parent
 ADMIN = ("fuzz-admin@example.com", "fuzz-admin-password")

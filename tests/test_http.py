@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 from httpx import ASGITransport, AsyncClient
 
 from shop.cart.models import Cart
-from shop.config import AppSettings
+from shop.kit.config import AppSettings
 from shop.main import create_app
 from tests.factories import Account, assert_problem, make_product, pay, place_order
 

@@ -8,9 +8,9 @@ from fastapi import FastAPI
 
 from shop.accounts.models import User
 from shop.cart.models import Cart
-from shop.config import AppSettings
-from shop.db import init_database
 from shop.idempotency import IdempotencyRecord
+from shop.kit.config import AppSettings
+from shop.kit.db import init_database
 from shop.main import DOCUMENTS
 from shop.orders.models import PendingOrder
 
@@ -47,7 +47,7 @@ async def test_an_index_built_to_an_older_definition_is_built_anew_at_start_up(
     await carts.create_index("user_id")  # no longer unique
     assert (await indexes_of(PendingOrder))["expires_at"]["expireAfterSeconds"] == 3600
 
-    with caplog.at_level(logging.WARNING, logger="shop.db"):
+    with caplog.at_level(logging.WARNING, logger="shop.kit.db"):
         await init_database(app.state.mongo, base_settings.db_name, DOCUMENTS)
 
     assert (await indexes_of(PendingOrder))["expires_at"]["expireAfterSeconds"] == 0

@@ -21,8 +21,8 @@ from httpx import AsyncClient
 
 from shop.audit import audit
 from shop.catalog.models import Product
-from shop.config import AppSettings
 from shop.discounts.models import DiscountKind, DiscountScope
+from shop.kit.config import AppSettings
 from shop.orders.models import Order, OrderStatus
 from shop.payments.mock import ProviderCharge, ProviderRefund
 from shop.payments.provider import ChargeStatus

@@ -16,8 +16,8 @@ from fastapi import FastAPI
 from httpx import AsyncClient
 from pymongo import AsyncMongoClient
 
-from shop.embedded import free_port
-from shop.observability import JsonFormatter
+from shop.kit.embedded import free_port
+from shop.kit.observability import JsonFormatter
 from tests.factories import (
     PASSWORD,
     Account,

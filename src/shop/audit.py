@@ -23,7 +23,7 @@ from typing import Any
 from beanie import PydanticObjectId
 
 from shop.catalog.models import Product
-from shop.money import ZERO
+from shop.kit.money import ZERO
 from shop.orders.models import Order, OrderStatus
 from shop.payments.mock import ProviderCharge, ProviderRefund
 from shop.payments.provider import ChargeStatus

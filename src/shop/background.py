@@ -5,7 +5,7 @@ import asyncio
 import logging
 from datetime import timedelta
 
-from shop import metrics
+from shop.kit import metrics
 from shop.orders.service import Providers, sweep_overdue, sweep_unsettled_payments
 from shop.returns.service import retry_refunds
 

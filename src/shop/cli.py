@@ -19,9 +19,9 @@ from typing import Any
 
 import uvicorn
 
-from shop.config import DEV_ADMIN_EMAIL, AppSettings
-from shop.embedded import EmbeddedMongo, Supervisor, running_url
-from shop.server import DeadlineHttpToolsProtocol
+from shop.kit.config import DEV_ADMIN_EMAIL, AppSettings
+from shop.kit.embedded import EmbeddedMongo, Supervisor, running_url
+from shop.kit.server import DeadlineHttpToolsProtocol
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> None:
 def _serve_from(args: argparse.Namespace, settings: AppSettings) -> None:
     _share_metrics(settings.data_dir.resolve() / "metrics")
     # Imported only now: prometheus-client picks its multiprocess mode when first imported.
-    from shop.observability import logging_config
+    from shop.kit.observability import logging_config
 
     log_config = logging_config(settings.effective_log_format, settings.log_level)
     logging.config.dictConfig(log_config)
@@ -153,7 +153,7 @@ def _with_database(
 
 
 async def _connected(url: str, settings: AppSettings, build_indexes: bool) -> Any:
-    from shop.db import connect, init_database
+    from shop.kit.db import connect, init_database
     from shop.main import DOCUMENTS
 
     client = connect(url, selection_timeout=settings.db_selection_timeout_seconds)
@@ -215,8 +215,8 @@ SERVER_OPTIONS: dict[str, Any] = {
     "loop": "uvloop",
     "http": DeadlineHttpToolsProtocol,  # httptools, with a deadline to send a request
     "server_header": False,  # no version for scanners
-    "access_log": False,  # each request's line is written by shop.observability
-    # The client's address is the application's to work out (shop.client_address), from
+    "access_log": False,  # each request's line is written by shop.kit.observability
+    # The client's address is the application's to work out (shop.kit.client_address), from
     # SHOP_TRUSTED_PROXIES only: uvicorn's own default believes X-Forwarded-For from
     # 127.0.0.1, so any local client could choose its address.
     "proxy_headers": False,

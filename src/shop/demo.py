@@ -7,9 +7,9 @@ from decimal import Decimal
 from bson import Decimal128
 
 from shop.catalog.models import CATALOG, Product
-from shop.clock import utcnow
 from shop.discounts.models import Discount, DiscountKind, DiscountScope
-from shop.documents import Sequence
+from shop.kit.clock import utcnow
+from shop.kit.documents import Sequence
 
 DEMO_PRODUCTS = [
     ("demo-mug", "Enamel mug", "Camp mug, 350 ml, white with a blue rim.", "12.50", 40),

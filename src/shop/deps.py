@@ -15,9 +15,9 @@ from shop.accounts.security import PasswordHashing, Principal, read_access_token
 from shop.accounts.throttle import Throttles
 from shop.cart.models import CartOwner
 from shop.catalog_cache import CatalogCache
-from shop.config import AppSettings
-from shop.errors import Forbidden, NotAuthenticated
-from shop.observability import identify_user
+from shop.kit.config import AppSettings
+from shop.kit.errors import Forbidden, NotAuthenticated
+from shop.kit.observability import identify_user
 from shop.payments.provider import PaymentProvider
 
 # For routes that serve anyone and show more to a logged-in admin: the token is optional.

@@ -20,8 +20,8 @@ from pydantic import BaseModel, Field
 from pymongo import ASCENDING, IndexModel
 from pymongo.errors import DuplicateKeyError
 
-from shop.clock import as_utc, utcnow
-from shop.errors import PROBLEM_JSON, Conflict, NotFound, ShopError, Unprocessable
+from shop.kit.clock import as_utc, utcnow
+from shop.kit.errors import PROBLEM_JSON, Conflict, NotFound, ShopError, Unprocessable
 
 REPLAYED_HEADER = "Idempotent-Replayed"
 # How long a request may hold its key while running. Longer than a payment attempt holds

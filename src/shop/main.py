@@ -23,17 +23,17 @@ from shop.cart.router import router as cart_router
 from shop.catalog.models import Product
 from shop.catalog.router import router as catalog_router
 from shop.catalog_cache import CatalogCache
-from shop.config import DEV_ADMIN_EMAIL, AppSettings, get_settings
-from shop.db import connect, init_database
 from shop.demo import create_demo_catalog
 from shop.discounts.models import Discount, DiscountUsage
 from shop.discounts.router import router as discounts_router
-from shop.docs import install_docs, problem_openapi
-from shop.documents import Sequence
-from shop.errors import install_error_handlers
 from shop.idempotency import IdempotencyRecord
-from shop.metrics import DatabaseTimer
-from shop.middleware import install_middleware
+from shop.kit.config import DEV_ADMIN_EMAIL, AppSettings, get_settings
+from shop.kit.db import connect, init_database
+from shop.kit.docs import install_docs, problem_openapi
+from shop.kit.documents import Sequence
+from shop.kit.errors import install_error_handlers
+from shop.kit.metrics import DatabaseTimer
+from shop.kit.middleware import install_middleware
 from shop.ops import router as ops_router
 from shop.orders.models import Order, PendingOrder
 from shop.orders.router import payments_router

@@ -6,9 +6,9 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import RedirectResponse
 from pymongo.errors import PyMongoError
 
-from shop.docs import responses
-from shop.errors import DatabaseUnavailable
-from shop.metrics import render
+from shop.kit.docs import responses
+from shop.kit.errors import DatabaseUnavailable
+from shop.kit.metrics import render
 
 router = APIRouter(tags=["operations"])
 

@@ -20,7 +20,7 @@ from beanie import PydanticObjectId
 from shop.cart.models import CartItem
 from shop.catalog.models import Product
 from shop.discounts.models import Discount, DiscountNotFound, DiscountRefused, DiscountScope
-from shop.money import CENT, ZERO, round_money
+from shop.kit.money import CENT, ZERO, round_money
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from shop.accounts import security
 from shop.accounts.models import Role, User
 from shop.accounts.security import ALGORITHM
 from shop.accounts.service import ensure_admin
-from shop.clock import utcnow
+from shop.kit.clock import utcnow
 from tests.factories import assert_problem, make_user
 
 

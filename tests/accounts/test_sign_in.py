@@ -16,7 +16,7 @@ from fastapi import FastAPI
 
 from shop.accounts.throttle import Attempts, Throttles
 from shop.cart.models import Cart
-from shop.config import AppSettings
+from shop.kit.config import AppSettings
 from shop.orders.models import Order
 from tests.factories import PASSWORD, add_to_cart, make_product, make_user
 

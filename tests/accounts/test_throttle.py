@@ -15,9 +15,9 @@ from httpx import AsyncClient, Response
 from shop.accounts.models import User
 from shop.accounts.security import PasswordHashing
 from shop.accounts.throttle import Attempts, Throttles
-from shop.clock import utcnow
-from shop.config import AppSettings
-from shop.errors import Busy
+from shop.kit.clock import utcnow
+from shop.kit.config import AppSettings
+from shop.kit.errors import Busy
 from tests.factories import PASSWORD, Account, assert_problem, make_product, make_user
 
 

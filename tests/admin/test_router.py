@@ -3,7 +3,7 @@ from typing import Any
 
 from httpx import AsyncClient
 
-from shop.clock import utcnow
+from shop.kit.clock import utcnow
 from shop.orders.models import Order
 from tests.conftest import CommandLog
 from tests.explain import plan_of

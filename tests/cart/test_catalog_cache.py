@@ -19,8 +19,8 @@ from pymongo.asynchronous.collection import AsyncCollection
 from shop.accounts.models import Role
 from shop.catalog.models import Product
 from shop.catalog_cache import CatalogCache
-from shop.config import AppSettings
 from shop.discounts.models import Discount
+from shop.kit.config import AppSettings
 from shop.orders.models import Order
 from tests.factories import (
     Account,

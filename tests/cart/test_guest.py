@@ -12,9 +12,9 @@ from httpx import AsyncClient, Response
 from shop.accounts.throttle import Throttles
 from shop.cart.models import Cart, GuestCart
 from shop.catalog.models import Product
-from shop.clock import ShiftedClock
-from shop.config import AppSettings
 from shop.discounts.models import DiscountKind, DiscountScope
+from shop.kit.clock import ShiftedClock
+from shop.kit.config import AppSettings
 from tests.conftest import CommandLog
 from tests.explain import plan_of
 from tests.factories import (

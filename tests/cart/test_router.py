@@ -4,7 +4,7 @@ from fastapi import FastAPI
 from httpx import AsyncClient
 
 from shop.cart.models import Cart
-from shop.config import AppSettings
+from shop.kit.config import AppSettings
 from tests.factories import Account, add_to_cart, assert_problem, make_product, make_user
 
 

@@ -7,8 +7,8 @@ from beanie import PydanticObjectId
 
 from shop.cart.models import CartItem
 from shop.catalog.models import Product
-from shop.clock import utcnow
 from shop.discounts.models import Discount, DiscountKind, DiscountScope
+from shop.kit.clock import utcnow
 from shop.pricing import PricingContext, Quote, allocate, price
 
 NOW = utcnow()

@@ -10,9 +10,9 @@ from hypothesis import strategies as st
 
 from shop.cart.models import CartItem
 from shop.catalog.models import Product
-from shop.clock import utcnow
 from shop.discounts.models import Discount, DiscountKind, DiscountScope
-from shop.money import ZERO
+from shop.kit.clock import utcnow
+from shop.kit.money import ZERO
 from shop.orders.models import Order, OrderLine
 from shop.pricing import PricingContext, allocate, price
 

@@ -7,9 +7,9 @@ from httpx import AsyncClient
 
 from shop.accounts.models import Role
 from shop.cart.models import Cart
-from shop.clock import ShiftedClock, utcnow
-from shop.config import AppSettings
 from shop.discounts.models import Discount, DiscountKind, DiscountScope, DiscountUsage
+from shop.kit.clock import ShiftedClock, utcnow
+from shop.kit.config import AppSettings
 from shop.orders.models import Order
 from tests.factories import (
     Account,

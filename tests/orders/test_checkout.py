@@ -6,7 +6,7 @@ from fastapi import FastAPI
 from httpx import AsyncClient
 
 from shop.cart.models import Cart
-from shop.config import AppSettings
+from shop.kit.config import AppSettings
 from shop.orders.models import Order, PendingOrder
 from tests.factories import (
     Account,

@@ -6,8 +6,8 @@ from fastapi import FastAPI
 from httpx import AsyncClient
 
 from shop.background import run_sweeper
-from shop.clock import ShiftedClock, utcnow
-from shop.config import AppSettings
+from shop.kit.clock import ShiftedClock, utcnow
+from shop.kit.config import AppSettings
 from shop.orders.models import Order, OrderStatus, PaymentAttempt, PendingOrder
 from shop.orders.service import sweep_overdue
 from shop.payments.mock import ProviderRefund

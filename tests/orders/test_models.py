@@ -7,7 +7,7 @@ from decimal import Decimal
 import pytest
 from beanie import PydanticObjectId
 
-from shop.clock import utcnow
+from shop.kit.clock import utcnow
 from shop.orders.models import (
     CancelReason,
     IllegalOrderTransition,

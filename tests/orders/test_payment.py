@@ -8,9 +8,9 @@ from bson import ObjectId
 from fastapi import FastAPI
 from httpx import AsyncClient
 
-from shop.clock import utcnow
 from shop.discounts.models import DiscountKind, DiscountScope
 from shop.idempotency import RUNNING_LEASE, IdempotencyRecord, fingerprint
+from shop.kit.clock import utcnow
 from shop.orders.models import Order, OrderStatus, PendingOrder
 from shop.orders.schemas import PayRequest
 from shop.payments.mock import ProviderCharge

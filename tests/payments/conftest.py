@@ -19,8 +19,8 @@ import pytest
 from fastapi import FastAPI
 from pydantic import SecretStr
 
-from shop.config import AppSettings
-from shop.embedded import free_port
+from shop.kit.config import AppSettings
+from shop.kit.embedded import free_port
 from shop.payments.stripe_provider import StripeProvider
 
 WEBHOOK_SECRET = "whsec_test_secret_of_the_shop_endpoint"

@@ -5,8 +5,8 @@ from typing import Any
 
 from httpx import AsyncClient
 
-from shop.clock import ShiftedClock
-from shop.config import AppSettings
+from shop.kit.clock import ShiftedClock
+from shop.kit.config import AppSettings
 from shop.orders.models import Order, OrderStatus
 from shop.payments.provider import ChargeStatus
 from tests.factories import (

@@ -13,8 +13,8 @@ from fastapi import FastAPI
 from httpx import AsyncClient
 
 from shop.audit import audit
-from shop.clock import ShiftedClock
-from shop.config import AppSettings
+from shop.kit.clock import ShiftedClock
+from shop.kit.config import AppSettings
 from shop.orders.models import Order, OrderStatus
 from shop.orders.service import sweep_unsettled_payments
 from shop.orders.webhooks import StripeEvent

@@ -8,9 +8,9 @@ import pytest
 from fastapi import FastAPI
 from httpx import AsyncClient
 
-from shop.clock import ShiftedClock
-from shop.config import AppSettings
 from shop.discounts.models import DiscountKind, DiscountScope
+from shop.kit.clock import ShiftedClock
+from shop.kit.config import AppSettings
 from shop.orders.models import Order, OrderStatus
 from shop.payments.mock import MockProvider, ProviderRefund
 from shop.returns.models import ReturnRequest

@@ -6,8 +6,8 @@ from beanie import Document, Indexed, PydanticObjectId
 from pydantic import Field
 from pymongo.asynchronous.client_session import AsyncClientSession
 
-from shop.clock import utcnow
-from shop.errors import Conflict, NotAuthenticated, ShopError
+from shop.kit.clock import utcnow
+from shop.kit.errors import Conflict, NotAuthenticated, ShopError
 
 
 class Role(StrEnum):

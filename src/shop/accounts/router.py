@@ -13,11 +13,11 @@ from shop.accounts.models import (
 )
 from shop.accounts.schemas import LoginForm, RefreshRequest, RegisterRequest, TokenOut, UserOut
 from shop.accounts.security import Principal, create_access_token
-from shop.clock import utcnow
-from shop.config import AppSettings
 from shop.deps import ClientAddress, CurrentUser, Hashing, Settings, SigningKey, Throttled
-from shop.docs import responses
-from shop.errors import Busy, InvalidCredentials, NotFound, TooManyRequests
+from shop.kit.clock import utcnow
+from shop.kit.config import AppSettings
+from shop.kit.docs import responses
+from shop.kit.errors import Busy, InvalidCredentials, NotFound, TooManyRequests
 
 router = APIRouter(prefix="/auth", tags=["accounts"])
 

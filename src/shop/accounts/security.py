@@ -13,8 +13,8 @@ from pwdlib import PasswordHash
 from starlette.concurrency import run_in_threadpool
 
 from shop.accounts.models import Role
-from shop.clock import utcnow
-from shop.errors import Busy, InvalidToken, TokenExpired
+from shop.kit.clock import utcnow
+from shop.kit.errors import Busy, InvalidToken, TokenExpired
 
 T = TypeVar("T")
 

@@ -7,8 +7,8 @@ from pymongo.errors import DuplicateKeyError
 from shop.accounts.models import EmailTaken, Role, User, normalize_email
 from shop.accounts.security import PasswordHashing
 from shop.accounts.throttle import Throttles
-from shop.clock import utcnow
-from shop.errors import InvalidCredentials
+from shop.kit.clock import utcnow
+from shop.kit.errors import InvalidCredentials
 
 
 async def register(

@@ -19,9 +19,9 @@ from beanie import Document, Indexed
 from pydantic import Field
 from pymongo.errors import DuplicateKeyError
 
-from shop.clock import as_utc
-from shop.config import AppSettings
-from shop.errors import TooManyRequests
+from shop.kit.clock import as_utc
+from shop.kit.config import AppSettings
+from shop.kit.errors import TooManyRequests
 
 MILLISECOND = timedelta(milliseconds=1)
 # Outcomes kept per key: more attempts at once than this on one key are refused for a second.

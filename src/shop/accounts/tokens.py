@@ -17,7 +17,7 @@ from beanie import Document, Indexed, PydanticObjectId
 from pymongo import ASCENDING, IndexModel
 
 from shop.accounts.models import InvalidRefreshToken, RefreshTokenReused, User
-from shop.clock import as_utc
+from shop.kit.clock import as_utc
 
 
 class RefreshToken(Document):

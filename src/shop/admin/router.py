@@ -11,12 +11,12 @@ from fastapi import APIRouter, Query
 from shop.accounts.models import User, normalize_email
 from shop.admin.schemas import AdminOrderOut, AdminUserOut
 from shop.deps import AdminUser, PaymentProviders
-from shop.docs import responses
-from shop.errors import Forbidden
+from shop.kit.docs import responses
+from shop.kit.errors import Forbidden
+from shop.kit.pagination import Cursor, InvalidCursor, Limit, Page, page_by_id
 from shop.orders import service as orders
 from shop.orders.models import OrderNotFound, OrderStatus
 from shop.orders.schemas import OrderSummary
-from shop.pagination import Cursor, InvalidCursor, Limit, Page, page_by_id
 from shop.returns.service import returns_of_order
 
 router = APIRouter(prefix="/admin", tags=["admin"])

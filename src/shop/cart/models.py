@@ -11,9 +11,9 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.errors import DuplicateKeyError
 
 from shop.catalog.models import Product
-from shop.clock import utcnow
-from shop.documents import update_then_read
-from shop.errors import Conflict, NotFound, Unprocessable
+from shop.kit.clock import utcnow
+from shop.kit.documents import update_then_read
+from shop.kit.errors import Conflict, NotFound, Unprocessable
 
 
 class InsufficientStock(Conflict):

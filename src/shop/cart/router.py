@@ -26,7 +26,6 @@ from shop.cart.schemas import (
 )
 from shop.cart.service import quote_cart
 from shop.catalog.models import Product, ProductNotFound
-from shop.clock import utcnow
 from shop.deps import (
     CART_TOKEN,
     OPTIONAL_TOKEN,
@@ -43,8 +42,9 @@ from shop.discounts.models import (
     DiscountPerUserLimitReached,
     normalize_code,
 )
-from shop.docs import responses
-from shop.errors import TooManyRequests
+from shop.kit.clock import utcnow
+from shop.kit.docs import responses
+from shop.kit.errors import TooManyRequests
 from shop.pricing import Quote
 
 router = APIRouter(prefix="/cart", tags=["cart"])

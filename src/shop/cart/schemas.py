@@ -3,7 +3,7 @@ from typing import Annotated
 from beanie import PydanticObjectId
 from pydantic import BaseModel, ConfigDict, Field
 
-from shop.money import Money
+from shop.kit.money import Money
 
 Quantity = Annotated[int, Field(strict=True, gt=0, le=10_000)]
 

@@ -14,8 +14,8 @@ from shop.cart.models import (
     LineQuantityExceeded,
 )
 from shop.catalog.models import Product
-from shop.clock import utcnow
 from shop.discounts.models import Discount, DiscountNotFound, DiscountScope, DiscountUsage
+from shop.kit.clock import utcnow
 from shop.pricing import PricingContext, Quote, price
 
 

@@ -7,10 +7,10 @@ from pydantic import Field, model_validator
 from pymongo import ASCENDING, IndexModel, UpdateOne
 from pymongo.asynchronous.client_session import AsyncClientSession
 
-from shop.clock import utcnow
-from shop.documents import Sequence, to_bson, update_then_read
-from shop.errors import NotFound
-from shop.pagination import Slice, decode_cursor
+from shop.kit.clock import utcnow
+from shop.kit.documents import Sequence, to_bson, update_then_read
+from shop.kit.errors import NotFound
+from shop.kit.pagination import Slice, decode_cursor
 
 CATALOG = "catalog"  # the sequence of catalog positions
 

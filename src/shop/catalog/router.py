@@ -4,9 +4,9 @@ from fastapi import APIRouter, status
 from shop.catalog.models import Product, ProductNotFound
 from shop.catalog.schemas import ProductCreate, ProductOut, ProductUpdate
 from shop.deps import OPTIONAL_TOKEN, AdminUser, OptionalUser
-from shop.docs import responses
-from shop.errors import Forbidden
-from shop.pagination import Cursor, InvalidCursor, Limit, Page
+from shop.kit.docs import responses
+from shop.kit.errors import Forbidden
+from shop.kit.pagination import Cursor, InvalidCursor, Limit, Page
 
 router = APIRouter(prefix="/products", tags=["catalog"])
 

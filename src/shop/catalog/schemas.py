@@ -4,7 +4,7 @@ from typing import Annotated
 from beanie import PydanticObjectId
 from pydantic import BaseModel, ConfigDict, Field
 
-from shop.money import Price
+from shop.kit.money import Price
 
 Name = Annotated[str, Field(min_length=1, max_length=200)]
 Description = Annotated[str, Field(max_length=5000)]

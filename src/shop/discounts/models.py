@@ -16,10 +16,10 @@ from pymongo import ASCENDING, IndexModel
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.errors import DuplicateKeyError
 
-from shop.clock import as_utc, utcnow
-from shop.documents import to_bson, update_then_read
-from shop.errors import ConcurrentUpdate, Conflict, NotFound, Unprocessable, invalid_fields
-from shop.money import Money, Price, round_money
+from shop.kit.clock import as_utc, utcnow
+from shop.kit.documents import to_bson, update_then_read
+from shop.kit.errors import ConcurrentUpdate, Conflict, NotFound, Unprocessable, invalid_fields
+from shop.kit.money import Money, Price, round_money
 
 
 class DiscountScope(StrEnum):

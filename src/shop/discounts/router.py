@@ -9,9 +9,9 @@ from shop.discounts.models import (
     InvalidDiscount,
 )
 from shop.discounts.schemas import DiscountCreate, DiscountOut, DiscountUpdate
-from shop.docs import responses
-from shop.errors import ConcurrentUpdate, Forbidden
-from shop.pagination import Cursor, InvalidCursor, Limit, Page, page_by_id
+from shop.kit.docs import responses
+from shop.kit.errors import ConcurrentUpdate, Forbidden
+from shop.kit.pagination import Cursor, InvalidCursor, Limit, Page, page_by_id
 
 router = APIRouter(prefix="/discounts", tags=["discounts"])
 

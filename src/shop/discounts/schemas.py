@@ -5,7 +5,7 @@ from beanie import PydanticObjectId
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from shop.discounts.models import DiscountFields, DiscountKind, DiscountScope, Limit
-from shop.money import Money, Price
+from shop.kit.money import Money, Price
 
 
 class DiscountCreate(DiscountFields):

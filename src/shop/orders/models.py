@@ -8,10 +8,10 @@ from pydantic import BaseModel, Field
 from pymongo import ASCENDING, DESCENDING, IndexModel
 from pymongo.asynchronous.client_session import AsyncClientSession
 
-from shop.clock import as_utc, utcnow
-from shop.documents import VersionedDocument, update_then_read
-from shop.errors import Conflict, NotFound, Unprocessable
-from shop.money import ZERO, round_money
+from shop.kit.clock import as_utc, utcnow
+from shop.kit.documents import VersionedDocument, update_then_read
+from shop.kit.errors import Conflict, NotFound, Unprocessable
+from shop.kit.money import ZERO, round_money
 from shop.pricing import Quote, allocate
 
 

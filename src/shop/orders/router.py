@@ -8,7 +8,6 @@ from fastapi.responses import JSONResponse
 
 from shop.cart.models import InsufficientStock
 from shop.deps import CurrentUser, PaymentProviders, Settings
-from shop.docs import responses
 from shop.idempotency import (
     IdempotencyKey,
     IdempotencyKeyInUse,
@@ -16,6 +15,8 @@ from shop.idempotency import (
     IdempotencyKeyReused,
     run_once,
 )
+from shop.kit.docs import responses
+from shop.kit.pagination import Cursor, InvalidCursor, Limit, Page
 from shop.orders import service
 from shop.orders.models import (
     CartEmpty,
@@ -39,7 +40,6 @@ from shop.orders.schemas import (
     WebhookReceived,
 )
 from shop.orders.webhooks import handle_event, verified_event
-from shop.pagination import Cursor, InvalidCursor, Limit, Page
 from shop.payments.mock import MockProvider
 from shop.payments.provider import (
     InsufficientFunds,

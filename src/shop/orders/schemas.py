@@ -5,7 +5,7 @@ from beanie import PydanticObjectId
 from pydantic import BaseModel, ConfigDict, Field
 
 from shop.cart.schemas import PricedLineOut
-from shop.money import Money
+from shop.kit.money import Money
 from shop.orders.models import Order, OrderStatus
 
 

@@ -10,15 +10,16 @@ from beanie import PydanticObjectId
 from bson import Decimal128
 from pymongo.asynchronous.client_session import AsyncClientSession
 
-from shop import metrics
 from shop.accounts.models import User
 from shop.cart.models import Cart, InsufficientStock
 from shop.cart.service import FreshCatalog, quote_cart
 from shop.catalog.models import Product
-from shop.clock import utcnow
-from shop.config import AppSettings
-from shop.db import in_transaction
 from shop.discounts.models import Discount
+from shop.kit import metrics
+from shop.kit.clock import utcnow
+from shop.kit.config import AppSettings
+from shop.kit.db import in_transaction
+from shop.kit.pagination import Slice, decode_cursor
 from shop.orders.models import (
     CancelReason,
     CartEmpty,
@@ -32,7 +33,6 @@ from shop.orders.models import (
     PendingOrder,
     ProductUnavailable,
 )
-from shop.pagination import Slice, decode_cursor
 from shop.payments.provider import (
     Charge,
     ChargeStatus,

@@ -15,7 +15,7 @@ from beanie import Document, Indexed, PydanticObjectId
 from bson.errors import InvalidId
 from pymongo.errors import DuplicateKeyError
 
-from shop.clock import utcnow
+from shop.kit.clock import utcnow
 from shop.orders.service import Providers, record_charge
 from shop.payments.provider import InvalidWebhook, PaymentNotFound
 from shop.payments.stripe_provider import StripeProvider

@@ -17,9 +17,9 @@ from pydantic import Field
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.errors import DuplicateKeyError
 
-from shop.clock import utcnow
-from shop.db import in_transaction
-from shop.money import ZERO
+from shop.kit.clock import utcnow
+from shop.kit.db import in_transaction
+from shop.kit.money import ZERO
 from shop.payments.provider import (
     Charge,
     ChargeStatus,

@@ -13,7 +13,7 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Protocol
 
-from shop.errors import Conflict, NotFound, ShopError, Unprocessable
+from shop.kit.errors import Conflict, NotFound, ShopError, Unprocessable
 
 
 class ChargeStatus(StrEnum):

@@ -25,8 +25,8 @@ from beanie import DecimalAnnotation, Document, Indexed
 from pydantic import Field
 from pymongo.errors import DuplicateKeyError
 
-from shop.clock import utcnow
-from shop.money import CENT
+from shop.kit.clock import utcnow
+from shop.kit.money import CENT
 from shop.payments.provider import (
     Charge,
     ChargeStatus,

@@ -8,10 +8,10 @@ from beanie import DecimalAnnotation, PydanticObjectId
 from pydantic import BaseModel, Field
 from pymongo import ASCENDING, IndexModel
 
-from shop.clock import utcnow
-from shop.documents import VersionedDocument
-from shop.errors import Conflict, NotFound
-from shop.money import ZERO
+from shop.kit.clock import utcnow
+from shop.kit.documents import VersionedDocument
+from shop.kit.errors import Conflict, NotFound
+from shop.kit.money import ZERO
 from shop.orders.models import Order, ReturnUnits
 
 

@@ -5,8 +5,6 @@ from fastapi import APIRouter, status
 from fastapi.responses import JSONResponse
 
 from shop.deps import AdminUser, CurrentUser, PaymentProviders, Settings
-from shop.docs import responses
-from shop.errors import Forbidden
 from shop.idempotency import (
     IdempotencyKey,
     IdempotencyKeyInUse,
@@ -14,6 +12,9 @@ from shop.idempotency import (
     IdempotencyKeyReused,
     run_once,
 )
+from shop.kit.docs import responses
+from shop.kit.errors import Forbidden
+from shop.kit.pagination import Cursor, InvalidCursor, Limit, Page, page_by_id
 from shop.orders.models import (
     OrderNotFound,
     ProductNotInOrder,
@@ -22,7 +23,6 @@ from shop.orders.models import (
     ReturnWindowClosed,
 )
 from shop.orders.service import read_and_settle
-from shop.pagination import Cursor, InvalidCursor, Limit, Page, page_by_id
 from shop.returns import service
 from shop.returns.models import (
     IllegalReturnTransition,

@@ -4,7 +4,7 @@ from typing import Annotated
 from beanie import PydanticObjectId
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from shop.money import Money
+from shop.kit.money import Money
 from shop.orders.models import OrderStatus
 from shop.returns.models import ReturnReason, ReturnStatus
 

@@ -17,13 +17,13 @@ from datetime import timedelta
 from beanie import PydanticObjectId
 from pymongo.asynchronous.client_session import AsyncClientSession
 
-from shop import metrics
 from shop.accounts.models import User
 from shop.catalog.models import Product
-from shop.clock import utcnow
-from shop.config import AppSettings
-from shop.db import in_transaction
-from shop.errors import ConcurrentUpdate
+from shop.kit import metrics
+from shop.kit.clock import utcnow
+from shop.kit.config import AppSettings
+from shop.kit.db import in_transaction
+from shop.kit.errors import ConcurrentUpdate
 from shop.orders.models import Order, OrderNotFound
 from shop.orders.service import Providers, read_and_settle
 from shop.payments.provider import RefundFailed

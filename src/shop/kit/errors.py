@@ -1,5 +1,5 @@
 """The error hierarchy and the one handler that renders every error as RFC 9457 problem+json
-(documented in OpenAPI by ``shop.docs``)."""
+(documented in OpenAPI by ``shop.kit.docs``)."""
 
 import copy
 from collections.abc import Sequence
@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 from pymongo.errors import ConnectionFailure, PyMongoError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from shop.observability import request_id
+from shop.kit.observability import request_id
 
 PROBLEM_JSON = "application/problem+json"
 JSON = "application/json"

@@ -19,7 +19,7 @@ from prometheus_client import (
 )
 from pymongo import monitoring
 
-from shop.money import CENT
+from shop.kit.money import CENT
 
 # Decided once, as prometheus-client decides where its values live when first imported.
 MULTIPROCESS = "PROMETHEUS_MULTIPROC_DIR" in os.environ

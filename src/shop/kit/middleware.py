@@ -10,9 +10,9 @@ from starlette.exceptions import HTTPException
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shop.client_address import ClientAddress
-from shop.errors import problem_response
-from shop.observability import RequestLog
+from shop.kit.client_address import ClientAddress
+from shop.kit.errors import problem_response
+from shop.kit.observability import RequestLog
 
 # Answers that must never be stored by a browser or a proxy on the way: tokens, payments,
 # anything answered to an authenticated caller.

@@ -14,7 +14,7 @@ from bson import ObjectId
 from fastapi import Query
 from pydantic import BaseModel, Field
 
-from shop.errors import Unprocessable
+from shop.kit.errors import Unprocessable
 
 T = TypeVar("T")
 U = TypeVar("U")

@@ -18,7 +18,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shop import metrics
+from shop.kit import metrics
 
 _SANE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 

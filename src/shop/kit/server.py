@@ -10,7 +10,7 @@ import asyncio
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from shop.config import get_settings
+from shop.kit.config import get_settings
 
 
 class DeadlineHttpToolsProtocol(HttpToolsProtocol):

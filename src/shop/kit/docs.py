@@ -14,7 +14,7 @@ from pydantic import BaseModel
 from starlette.types import ASGIApp, Receive, Scope, Send
 from swagger_ui_bundle import swagger_ui_path
 
-from shop.errors import PROBLEM_JSON, ShopError
+from shop.kit.errors import PROBLEM_JSON, ShopError
 
 STATIC = "/docs/static"
 
