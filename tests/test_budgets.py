@@ -9,6 +9,7 @@ embedded server writes through a scan of the whole collection, where the shop se
 """
 
 from collections.abc import Awaitable
+from datetime import timedelta
 
 from fastapi import FastAPI
 from httpx import AsyncClient, Response
@@ -16,7 +17,7 @@ from httpx import AsyncClient, Response
 from shop.discounts.models import DiscountKind, DiscountScope
 from shop.kit.clock import ShiftedClock
 from shop.orders.models import Order
-from shop.orders.service import sweep_overdue
+from shop.orders.service import sweep_overdue, sweep_unsettled_payments
 from tests.conftest import CommandLog
 from tests.explain import plan_of
 from tests.factories import (
@@ -221,8 +222,9 @@ async def test_sign_in_and_refresh_budgets(
 async def test_hot_queries_use_indexes(
     client: AsyncClient, app: FastAPI, db_commands: CommandLog, customer: Account
 ) -> None:
-    """Every query the history, the catalog and the overdue sweep really send is served by
-    an index: the service's own commands, captured as they went out, are explained."""
+    """Every query the history, the catalog and the sweeps (overdue orders, payments no
+    webhook settled) really send is served by an index: the service's own commands,
+    captured as they went out, are explained."""
     await place_order(client, customer, (await make_product(), 1))
     db_commands.clear()
     await client.get("/order/history/", headers=customer.headers)
@@ -230,12 +232,14 @@ async def test_hot_queries_use_indexes(
     await client.get("/products/")
     db_commands.sent = [c for c in db_commands.sent if c.get("find") != "sequences"]
     await sweep_overdue(app.state.payment_providers)
+    await sweep_unsettled_payments(app.state.payment_providers, timedelta(seconds=30))
     finds = [c for c in db_commands.sent if "find" in c]
     assert [(c["find"], sorted(c["filter"])) for c in finds] == [
         ("orders", ["user_id"]),
         ("orders", ["status", "user_id"]),
         ("products", ["active", "position"]),
         ("orders", ["expires_at", "status"]),
+        ("orders", ["payment_in_progress.started_at", "status"]),
     ]
     database = Order.get_pymongo_collection().database
     for command in finds:
