@@ -63,12 +63,6 @@ def cart_out(quote: Quote) -> CartOut:
     )
 
 
-GUEST = (
-    " A guest (no Authorization) names the cart with the X-Cart-Token header; see "
-    "`POST /cart/add/`."
-)
-
-
 def _owner(shopper: CartOwner | None) -> CartOwner:
     """The cart a request changes: a visitor with no cart yet has none to change."""
     if shopper is None:
