@@ -75,6 +75,6 @@ def workers_of(shop: subprocess.Popen[str]) -> set[int]:
         try:
             if "spawn_main" in " ".join(child.cmdline()):
                 workers.add(child.pid)
-        except psutil.ZombieProcess:
-            pass  # a dead worker not yet reaped
+        except psutil.NoSuchProcess:  # a worker that died just now, reaped or not yet
+            pass
     return workers
