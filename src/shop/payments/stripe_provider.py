@@ -87,6 +87,7 @@ def to_minor(amount: Decimal) -> int:
 
 def as_charge(intent: Any) -> Charge:
     """A PaymentIntent as the shop's charge: what it says now."""
+    fields = intent.to_dict()
     status, failure, action = ChargeStatus.processing, None, None
     if intent.status == "succeeded":
         status = ChargeStatus.succeeded
@@ -96,14 +97,14 @@ def as_charge(intent: Any) -> Charge:
     elif intent.status in ("requires_payment_method", "canceled"):
         # Declined, authentication failed, or cancelled: this attempt is over.
         status = ChargeStatus.failed
-        error = intent.to_dict().get("last_payment_error") or {}
+        error = fields.get("last_payment_error") or {}
         failure = error.get("decline_code") or error.get("code") or intent.status
     return Charge(
         payment_id=intent.id,
-        key=_metadata(intent, "charge_key"),
+        key=str((fields.get("metadata") or {}).get("charge_key", "")),
         amount=Decimal(intent.amount) * CENT,
         currency=str(intent.currency).upper(),
-        method=str(intent.to_dict().get("payment_method") or ""),
+        method=str(fields.get("payment_method") or ""),
         status=status,
         failure_code=failure,
         created_at=datetime.fromtimestamp(intent.created, UTC),
@@ -165,7 +166,6 @@ class StripeProvider:
                 except DuplicateKeyError:  # a concurrent charge with this key made one first
                     known = await StripeIntent.find_one(StripeIntent.key == key)
                     assert known is not None
-                    return await self._confirm(known.payment_intent, key)
             return await self._confirm(known.payment_intent, key)
         except stripe.InvalidRequestError as error:
             raise UnknownPaymentMethod(error.user_message or "Stripe refused the method") from None
@@ -187,14 +187,7 @@ class StripeProvider:
 
     async def retrieve(self, key: str) -> Charge | None:
         known = await StripeIntent.find_one(StripeIntent.key == key)
-        if known is None:
-            return None
-        try:
-            return as_charge(
-                await self.client.v1.payment_intents.retrieve_async(known.payment_intent)
-            )
-        except _UNAVAILABLE:
-            raise ProviderUnavailable(retry_after=5) from None
+        return None if known is None else await self.intent(known.payment_intent)
 
     async def cancel(self, key: str) -> Charge | None:
         known = await StripeIntent.find_one(StripeIntent.key == key)
@@ -205,7 +198,7 @@ class StripeProvider:
                 await self.client.v1.payment_intents.cancel_async(known.payment_intent)
             )
         except stripe.InvalidRequestError:  # it ended meanwhile (succeeded, say)
-            return await self.retrieve(key)
+            return await self.intent(known.payment_intent)
         except _UNAVAILABLE:
             raise ProviderUnavailable(retry_after=5) from None
 
