@@ -281,6 +281,12 @@ async def record_charge(
     after the success) changes nothing."""
     if charge is None or order_id is None or (order := await Order.get(order_id)) is None:
         return None
+    return await _record_charge_on(order, charge, provider_name, providers)
+
+
+async def _record_charge_on(
+    order: Order, charge: Charge, provider_name: str, providers: Providers
+) -> Order:
     attempt = order.payment_in_progress
     if attempt is not None and attempt.charge_key(order.id) == charge.key:
         if charge.status is ChargeStatus.succeeded:
@@ -501,6 +507,6 @@ async def sweep_unsettled_payments(providers: Providers, hold: timedelta, batch:
         charge = await providers[attempt.provider].retrieve(attempt.charge_key(order.id))
         if charge is None or charge.status.waiting:
             continue  # nothing was charged, or the customer may still finish
-        after = await record_charge(order.id, charge, attempt.provider, providers)
-        moved += after is not None and after.payment_in_progress is None
+        after = await _record_charge_on(order, charge, attempt.provider, providers)
+        moved += after.payment_in_progress is None
     return moved
