@@ -45,6 +45,9 @@ class CartNotFound(NotFound):
     code, title = "cart_not_found", "No such cart"
 
 
+GUEST_CART_GONE = "No cart has this X-Cart-Token, or it expired"
+
+
 # A guest's cart token: 256 random bits, URL-safe. Only its SHA-256 is stored.
 _GUEST_TOKEN = re.compile(r"^[A-Za-z0-9_-]{43}$")
 
@@ -101,12 +104,10 @@ class Cart(Document):
     conditional update of the cart, addressed by its unique ``user_id`` (or the guest's token
     hash), then a read of it."""
 
-    user_id: PydanticObjectId | None = None
-    guest: str | None = Field(default=None, description="SHA-256 of the guest's cart token")
+    user_id: PydanticObjectId | None = None  # None: a guest's, or a visitor's empty one
     items: list[CartItem] = Field(default_factory=list)
     discount_code: str | None = None
     updated_at: datetime = Field(default_factory=utcnow)
-    expires_at: datetime | None = None  # guests' carts only
 
     class Settings:
         name = "carts"
@@ -137,7 +138,7 @@ class Cart(Document):
         guest's, or 404 once it expired (or never was)."""
         raw = await cls.collection_of(owner).find_one(owner.key(utcnow()))
         if raw is None and owner.is_guest:
-            raise CartNotFound("No cart has this X-Cart-Token, or it expired")
+            raise CartNotFound(GUEST_CART_GONE)
         return cls(user_id=owner.user_id) if raw is None else cls.model_validate(raw)
 
     @classmethod
@@ -211,7 +212,7 @@ class Cart(Document):
                 pass  # the cart exists, and holds the product already or is full
             found = await carts.find_one(mine)
             if found is None and owner.is_guest:
-                raise CartNotFound("No cart has this X-Cart-Token, or it expired")
+                raise CartNotFound(GUEST_CART_GONE)
             held = None if found is None else cls.model_validate(found)
             if held is not None and held.quantity_of(product.id) > most_before:
                 in_cart = held.quantity_of(product.id)
@@ -273,7 +274,7 @@ class Cart(Document):
                 {**mine, "items.product_id": product_id}
             ):
                 if owner.is_guest and not await carts.find_one(mine):
-                    raise CartNotFound("No cart has this X-Cart-Token, or it expired")
+                    raise CartNotFound(GUEST_CART_GONE)
                 raise CartItemNotFound()
             # The line grew between the two updates (a concurrent add): again.
         raise CartBusy()
@@ -291,7 +292,7 @@ class Cart(Document):
             upsert=not owner.is_guest,
         )
         if raw is None:
-            raise CartNotFound("No cart has this X-Cart-Token, or it expired")
+            raise CartNotFound(GUEST_CART_GONE)
         return cls.from_raw(raw)
 
     @classmethod
@@ -337,6 +338,9 @@ class GuestCart(Cart):
     """A guest's cart, in a collection of its own: found by the hash of its token, it lives
     ``CartOwner.lifetime`` after its last change, then the TTL monitor removes it; no read
     returns it after that, whenever the monitor runs."""
+
+    guest: str = Field(description="SHA-256 of the guest's cart token")
+    expires_at: datetime
 
     class Settings:
         name = "guest_carts"

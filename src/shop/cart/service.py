@@ -163,7 +163,7 @@ async def merge_guest_cart(
     left_out: list[MergedLine] = []
     for line in taken.items:
         product = products.get(line.product_id)
-        if product is None or not product.active:
+        if product is None or not product.is_visible_to(admin=False):
             left_out.append(MergedLine(line.product_id, line.quantity, 0, "product_unavailable"))
             continue
         added, reason, cart = await _add_what_fits(owner, product, line.quantity, limits, cart)
