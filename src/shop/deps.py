@@ -49,6 +49,16 @@ async def _client_address(request: Request) -> str:
 ClientAddress = Annotated[str, Depends(_client_address)]
 
 
+CART_TOKEN = "X-Cart-Token"
+CART_TOKEN_DOC = (
+    "A guest's cart (no Authorization): the token the first guest `POST /cart/add/` answered "
+    "in its X-Cart-Token header. Ignored when a bearer token is sent: the customer's own "
+    "cart wins."
+)
+# The shape every cart token has: 43 URL-safe characters.
+CART_TOKEN_EXAMPLE = "Yq0Vt3kR8mZ1pL6sN4wC9xB2hJ7dF5gA0eU3iO8rT1y"
+
+
 class _Bearer(OAuth2PasswordBearer):
     """The caller the bearer token names, read in one dependency (each nested dependency
     FastAPI resolves costs more than reading the header). ``required`` refuses a request
@@ -82,13 +92,6 @@ class _Bearer(OAuth2PasswordBearer):
 OptionalUser = Annotated[Principal | None, Depends(_Bearer(required=False))]
 CurrentUser = Annotated[Principal, Depends(_Bearer(required=True))]
 
-CART_TOKEN = "X-Cart-Token"
-CART_TOKEN_DOC = (
-    "A guest's cart (no Authorization): the token the first guest `POST /cart/add/` answered "
-    "in its X-Cart-Token header. Ignored when a bearer token is sent: the customer's own "
-    "cart wins."
-)
-
 
 class _CartOwner(_Bearer):
     """Whose cart a cart request is about, in one dependency: the customer's when a bearer
@@ -106,7 +109,7 @@ class _CartOwner(_Bearer):
             Header(
                 alias=CART_TOKEN,
                 description=CART_TOKEN_DOC,
-                examples=["Q2hvb3NlIGEgY2FydCB0b2tlbiBsaWtlIHRoaXMgb25lLg"],
+                examples=[CART_TOKEN_EXAMPLE],
             ),
         ] = None,
     ) -> CartOwner | None:

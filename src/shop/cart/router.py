@@ -28,6 +28,7 @@ from shop.cart.service import quote_cart
 from shop.catalog.models import Product, ProductNotFound
 from shop.deps import (
     CART_TOKEN,
+    CART_TOKEN_EXAMPLE,
     OPTIONAL_TOKEN,
     Catalog,
     ClientAddress,
@@ -212,7 +213,7 @@ async def merge_guest_cart(
         Header(
             alias=CART_TOKEN,
             description="The guest cart's token",
-            examples=["Q2hvb3NlIGEgY2FydCB0b2tlbiBsaWtlIHRoaXMgb25lLg"],
+            examples=[CART_TOKEN_EXAMPLE],
         ),
     ],
 ) -> MergeOut:
