@@ -1,10 +1,12 @@
 import hashlib
 import re
 import secrets
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any, ClassVar, NamedTuple
 
 from beanie import Document, PydanticObjectId
+from bson import ObjectId
 from pydantic import BaseModel, Field
 from pymongo import ASCENDING, IndexModel
 from pymongo.asynchronous.client_session import AsyncClientSession
@@ -13,7 +15,7 @@ from pymongo.errors import DuplicateKeyError
 from shop.catalog.models import Product
 from shop.kit.clock import utcnow
 from shop.kit.documents import update_then_read
-from shop.kit.errors import Conflict, NotFound, Unprocessable
+from shop.kit.errors import Conflict, NotFound, ShopError, Unprocessable
 
 
 class InsufficientStock(Conflict):
@@ -93,6 +95,17 @@ class CartOwner(NamedTuple):
         return {"updated_at": now, "expires_at": now + self.lifetime}
 
 
+# The state of each cart this process last read or wrote, by its owner: a change to it is
+# then one update conditional on its revision, instead of an update and a read. Bounded: past
+# this many carts it starts over.
+MAX_REMEMBERED = 10_000
+_remembered: dict[PydanticObjectId | str | None, "Cart"] = {}
+
+
+def _owner_id(owner: "CartOwner") -> PydanticObjectId | str | None:
+    return owner.user_id if owner.user_id is not None else owner.guest
+
+
 class CartItem(BaseModel):
     product_id: PydanticObjectId
     quantity: int = Field(gt=0)
@@ -100,14 +113,23 @@ class CartItem(BaseModel):
 
 
 class Cart(Document):
-    """One cart per customer, and one per guest (``GuestCart``). Every change is a single
-    conditional update of the cart, addressed by its unique ``user_id`` (or the guest's token
-    hash), then a read of it."""
+    """One cart per customer, and one per guest (``GuestCart``), addressed by its unique
+    ``user_id`` (or the guest's token hash).
+
+    Every write gives the cart a new ``revision``, so a revision names one state of it. A
+    change to the state this process last saw is one update conditional on that revision
+    (``_change_remembered``); otherwise, or if the cart changed meanwhile, it is a
+    conditional update of the line, which concurrent changes to other lines or more of the
+    same line do not disturb, then a read.
+    """
 
     user_id: PydanticObjectId | None = None  # None: a guest's, or a visitor's empty one
     items: list[CartItem] = Field(default_factory=list)
     discount_code: str | None = None
     updated_at: datetime = Field(default_factory=utcnow)
+    # New with every write (an ObjectId: never the same twice, even for a cart deleted and
+    # started again). None only before the first write.
+    revision: PydanticObjectId | None = None
 
     class Settings:
         name = "carts"
@@ -127,10 +149,28 @@ class Cart(Document):
         return not self.items
 
     @classmethod
-    def from_raw(cls, raw: dict[str, Any] | None) -> "Cart":
+    def read_as(cls, owner: CartOwner, raw: dict[str, Any] | None) -> "Cart":
+        """The cart as read; remembered as the owner's latest state."""
         assert raw is not None
         cart: Cart = cls.model_validate(raw)
+        cart.remember(owner)
         return cart
+
+    def remember(self, owner: CartOwner) -> None:
+        if self.revision is None:
+            return
+        if len(_remembered) >= MAX_REMEMBERED:
+            _remembered.clear()
+        _remembered[_owner_id(owner)] = self
+
+    @staticmethod
+    def forget(owner: CartOwner) -> None:
+        _remembered.pop(_owner_id(owner), None)
+
+    @staticmethod
+    def new_revision(owner: CartOwner, now: datetime) -> dict[str, Any]:
+        """What every write sets: a new revision, the time, and a guest cart's new expiry."""
+        return {"revision": ObjectId(), **owner.touched(now)}
 
     @classmethod
     async def of(cls, owner: CartOwner) -> "Cart":
@@ -139,7 +179,7 @@ class Cart(Document):
         raw = await cls.collection_of(owner).find_one(owner.key(utcnow()))
         if raw is None and owner.is_guest:
             raise CartNotFound(GUEST_CART_GONE)
-        return cls(user_id=owner.user_id) if raw is None else cls.model_validate(raw)
+        return cls(user_id=owner.user_id) if raw is None else cls.read_as(owner, raw)
 
     @classmethod
     async def of_user(cls, user_id: PydanticObjectId) -> "Cart":
@@ -149,7 +189,64 @@ class Cart(Document):
     async def open_for_guest(cls, owner: CartOwner) -> None:
         """Create a new guest's empty cart."""
         now = utcnow()
-        await GuestCart(guest=owner.guest, expires_at=now + owner.lifetime, updated_at=now).insert()
+        cart = GuestCart(
+            guest=owner.guest,
+            expires_at=now + owner.lifetime,
+            updated_at=now,
+            revision=PydanticObjectId(),
+        )
+        await cart.insert()
+        cart.remember(owner)
+
+    # -- transitions: each checks the state, changes this copy of it, and answers the update
+    # that makes the same change to the stored cart in exactly that state ---------------------
+
+    def add(self, product: Product, quantity: int, limits: "CartLimits") -> dict[str, Any]:
+        """Add ``quantity`` of ``product``: more of its line, or a new line."""
+        assert product.id is not None
+        for index, line in enumerate(self.items):
+            if line.product_id == product.id:
+                _check_fits(product, line.quantity, quantity, limits)
+                more = line.model_copy(update={"quantity": line.quantity + quantity})
+                self.items = [*self.items[:index], more, *self.items[index + 1 :]]
+                return {"$inc": {f"items.{index}.quantity": quantity}}
+        _check_fits(product, 0, quantity, limits)
+        if len(self.items) >= limits.lines:
+            raise CartFull(f"A cart holds at most {limits.lines} different products")
+        item = CartItem(product_id=product.id, quantity=quantity, added_at=self.updated_at)
+        self.items = [*self.items, item]
+        return {"$push": {"items": item.model_dump()}}
+
+    @classmethod
+    async def _change_remembered(
+        cls, owner: CartOwner, change: Callable[["Cart"], dict[str, Any]]
+    ) -> "Cart | None":
+        """``change`` made to the state of the cart this process last saw, in one update
+        that lands only if the cart is still in that state (its revision). None when this
+        process saw none, the cart changed since, or ``change`` refuses on what may be an old
+        state: the caller then changes it the way that reads."""
+        seen = _remembered.get(_owner_id(owner))
+        if seen is None:
+            return None
+        now = utcnow()
+        changed: Cart = seen.model_copy(update={"updated_at": now})
+        try:
+            update = change(changed)
+        except ShopError:
+            return None
+        revised = cls.new_revision(owner, now)
+        changed.revision = revised["revision"]
+        result = await cls.collection_of(owner).update_one(
+            {**owner.key(now), "revision": seen.revision},
+            {**update, "$set": {**update.get("$set", {}), **revised}},
+        )
+        if result.matched_count == 0:
+            cls.forget(owner)
+            return None
+        changed.remember(owner)
+        return changed
+
+    # -- persisted changes --------------------------------------------------------------------
 
     @classmethod
     async def add_item(
@@ -162,25 +259,19 @@ class Cart(Document):
         """Add ``quantity`` of ``product``, never above its stock nor the cart's limits;
         concurrent adds all count."""
         assert product.id is not None
-        if quantity > limits.line_quantity:
-            raise LineQuantityExceeded(
-                f"A line holds at most {limits.line_quantity} units", products=[str(product.id)]
-            )
-        most = min(product.stock, limits.line_quantity)
-        most_before = most - quantity  # the line may hold at most this much beforehand
-        if most_before < 0:
-            raise InsufficientStock(
-                f"Only {product.stock} of {product.name} in stock", products=[str(product.id)]
-            )
+        _check_fits(product, 0, quantity, limits)
+        if added := await cls._change_remembered(owner, lambda c: c.add(product, quantity, limits)):
+            return added
+        most_before = min(product.stock, limits.line_quantity) - quantity
         carts, now = cls.collection_of(owner), utcnow()
-        mine, touched = owner.key(now), owner.touched(now)
+        mine, revised = owner.key(now), cls.new_revision(owner, now)
         # The line is addressed with arrayFilters rather than the positional `$` after
         # `$elemMatch`: both work on mongod, only arrayFilters on the embedded server.
         for _ in range(10):
             raw = await update_then_read(
                 carts,
                 mine,
-                {"$inc": {"items.$[line].quantity": quantity}, "$set": touched},
+                {"$inc": {"items.$[line].quantity": quantity}, "$set": revised},
                 precondition={
                     "items": {
                         "$elemMatch": {"product_id": product.id, "quantity": {"$lte": most_before}}
@@ -189,7 +280,7 @@ class Cart(Document):
                 array_filters=[{"line.product_id": product.id}],
             )
             if raw is not None:
-                return cls.from_raw(raw)
+                return cls.read_as(owner, raw)
             item = CartItem(product_id=product.id, quantity=quantity, added_at=now)
             try:
                 raw = await update_then_read(
@@ -197,7 +288,7 @@ class Cart(Document):
                     mine,
                     {
                         "$push": {"items": item.model_dump()},
-                        "$set": touched,
+                        "$set": revised,
                         "$setOnInsert": {"discount_code": None},
                     },
                     precondition={
@@ -207,28 +298,14 @@ class Cart(Document):
                     upsert=not owner.is_guest,  # a guest's cart exists, or is gone
                 )
                 if raw is not None:
-                    return cls.from_raw(raw)
+                    return cls.read_as(owner, raw)
             except DuplicateKeyError:
                 pass  # the cart exists, and holds the product already or is full
-            found = await carts.find_one(mine)
-            if found is None and owner.is_guest:
-                raise CartNotFound(GUEST_CART_GONE)
-            held = None if found is None else cls.model_validate(found)
-            if held is not None and held.quantity_of(product.id) > most_before:
-                in_cart = held.quantity_of(product.id)
-                if in_cart + quantity > limits.line_quantity:
-                    raise LineQuantityExceeded(
-                        f"A line holds at most {limits.line_quantity} units; "
-                        f"{in_cart} already in the cart",
-                        products=[str(product.id)],
-                    )
-                raise InsufficientStock(
-                    f"Only {product.stock} of {product.name} in stock, "
-                    f"{in_cart} already in the cart",
-                    products=[str(product.id)],
-                )
-            full = held is not None and len(held.items) >= limits.lines
-            if full and held is not None and held.quantity_of(product.id) == 0:
+            held = await cls.of(owner)  # 404 for a guest's cart that is gone
+            in_cart = held.quantity_of(product.id)
+            if in_cart > most_before:
+                _check_fits(product, in_cart, quantity, limits)
+            if in_cart == 0 and len(held.items) >= limits.lines:
                 raise CartFull(f"A cart holds at most {limits.lines} different products")
             # The line changed between the two updates (removed or added concurrently): again.
         raise CartBusy()
@@ -243,7 +320,7 @@ class Cart(Document):
         between is never taken away with it: the other update is tried again.
         """
         carts, now = cls.collection_of(owner), utcnow()
-        mine, touched = owner.key(now), owner.touched(now)
+        mine, revised = owner.key(now), cls.new_revision(owner, now)
         whole_line: dict[str, Any] = {"product_id": product_id}
         if quantity is not None:
             whole_line["quantity"] = {"$lte": quantity}
@@ -252,7 +329,7 @@ class Cart(Document):
                 raw = await update_then_read(
                     carts,
                     mine,
-                    {"$inc": {"items.$[line].quantity": -quantity}, "$set": touched},
+                    {"$inc": {"items.$[line].quantity": -quantity}, "$set": revised},
                     precondition={
                         "items": {
                             "$elemMatch": {"product_id": product_id, "quantity": {"$gt": quantity}}
@@ -261,15 +338,15 @@ class Cart(Document):
                     array_filters=[{"line.product_id": product_id}],
                 )
                 if raw is not None:
-                    return cls.from_raw(raw)
+                    return cls.read_as(owner, raw)
             raw = await update_then_read(
                 carts,
                 mine,
-                {"$pull": {"items": {"product_id": product_id}}, "$set": touched},
+                {"$pull": {"items": {"product_id": product_id}}, "$set": revised},
                 precondition={"items": {"$elemMatch": whole_line}},
             )
             if raw is not None:
-                return cls.from_raw(raw)
+                return cls.read_as(owner, raw)
             if quantity is None or not await carts.find_one(
                 {**mine, "items.product_id": product_id}
             ):
@@ -286,29 +363,31 @@ class Cart(Document):
             cls.collection_of(owner),
             owner.key(now),
             {
-                "$set": {"discount_code": code, **owner.touched(now)},
+                "$set": {"discount_code": code, **cls.new_revision(owner, now)},
                 "$setOnInsert": {"items": []},
             },
             upsert=not owner.is_guest,
         )
         if raw is None:
             raise CartNotFound(GUEST_CART_GONE)
-        return cls.from_raw(raw)
+        return cls.read_as(owner, raw)
 
     @classmethod
     async def take_guest_cart(cls, owner: CartOwner) -> "Cart":
         """End a guest's cart and return what it held: of merges of one cart, at once or
-        one after the other, one gets it and the others 404. It is removed only as it was
-        read (a change that lands in between is taken along on the next try)."""
+        one after the other, one gets it and the others 404. It is removed only in the
+        revision it was read in (a change that lands in between is taken along on the next
+        try)."""
         carts = cls.collection_of(owner)
+        cls.forget(owner)
         for _ in range(10):
             raw = await carts.find_one(owner.key(utcnow()))
             if raw is None:
                 raise CartNotFound("No cart has this X-Cart-Token: it expired, or was merged")
-            as_read = {"_id": raw["_id"], "items": raw["items"]}
-            as_read["discount_code"] = raw.get("discount_code")
+            as_read = {"_id": raw["_id"], "revision": raw.get("revision")}
             if (await carts.delete_one(as_read)).deleted_count == 1:
-                return cls.from_raw(raw)
+                cart: Cart = cls.model_validate(raw)
+                return cart
         raise CartBusy()
 
     @classmethod
@@ -320,18 +399,32 @@ class Cart(Document):
         which retries the whole transaction, so nothing added meanwhile is lost or ordered
         by accident; until the transaction ends, other writes to the cart wait for it.
         """
+        owner = CartOwner.customer(user_id)
+        cls.forget(owner)
         carts = cls.get_pymongo_collection()
         raw = await carts.find_one({"user_id": user_id}, session=session)
         if raw is None:
             return cls(user_id=user_id)
         cart: Cart = cls.model_validate(raw)
         if not cart.is_empty or cart.discount_code is not None:
-            await carts.update_one(
-                {"user_id": user_id},
-                {"$set": {"items": [], "discount_code": None, "updated_at": utcnow()}},
-                session=session,
-            )
+            emptied = {"items": [], "discount_code": None, **cls.new_revision(owner, utcnow())}
+            await carts.update_one({"user_id": user_id}, {"$set": emptied}, session=session)
         return cart
+
+
+def _check_fits(product: Product, in_cart: int, quantity: int, limits: CartLimits) -> None:
+    """Refuse ``quantity`` more of ``product`` beside ``in_cart`` already in the cart, past
+    a line's limit or the product's stock."""
+    if in_cart + quantity > limits.line_quantity:
+        held = f"; {in_cart} already in the cart" if in_cart else ""
+        raise LineQuantityExceeded(
+            f"A line holds at most {limits.line_quantity} units{held}", products=[str(product.id)]
+        )
+    if in_cart + quantity > product.stock:
+        held = f", {in_cart} already in the cart" if in_cart else ""
+        raise InsufficientStock(
+            f"Only {product.stock} of {product.name} in stock{held}", products=[str(product.id)]
+        )
 
 
 class GuestCart(Cart):
