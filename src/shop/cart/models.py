@@ -264,14 +264,17 @@ class Cart(Document):
             return added
         most_before = min(product.stock, limits.line_quantity) - quantity
         carts, now = cls.collection_of(owner), utcnow()
-        mine, revised = owner.key(now), cls.new_revision(owner, now)
+        mine = owner.key(now)
         # The line is addressed with arrayFilters rather than the positional `$` after
         # `$elemMatch`: both work on mongod, only arrayFilters on the embedded server.
         for _ in range(10):
             raw = await update_then_read(
                 carts,
                 mine,
-                {"$inc": {"items.$[line].quantity": quantity}, "$set": revised},
+                {
+                    "$inc": {"items.$[line].quantity": quantity},
+                    "$set": cls.new_revision(owner, now),
+                },
                 precondition={
                     "items": {
                         "$elemMatch": {"product_id": product.id, "quantity": {"$lte": most_before}}
@@ -288,7 +291,7 @@ class Cart(Document):
                     mine,
                     {
                         "$push": {"items": item.model_dump()},
-                        "$set": revised,
+                        "$set": cls.new_revision(owner, now),
                         "$setOnInsert": {"discount_code": None},
                     },
                     precondition={
@@ -320,7 +323,7 @@ class Cart(Document):
         between is never taken away with it: the other update is tried again.
         """
         carts, now = cls.collection_of(owner), utcnow()
-        mine, revised = owner.key(now), cls.new_revision(owner, now)
+        mine = owner.key(now)
         whole_line: dict[str, Any] = {"product_id": product_id}
         if quantity is not None:
             whole_line["quantity"] = {"$lte": quantity}
@@ -329,7 +332,10 @@ class Cart(Document):
                 raw = await update_then_read(
                     carts,
                     mine,
-                    {"$inc": {"items.$[line].quantity": -quantity}, "$set": revised},
+                    {
+                        "$inc": {"items.$[line].quantity": -quantity},
+                        "$set": cls.new_revision(owner, now),
+                    },
                     precondition={
                         "items": {
                             "$elemMatch": {"product_id": product_id, "quantity": {"$gt": quantity}}
@@ -342,7 +348,10 @@ class Cart(Document):
             raw = await update_then_read(
                 carts,
                 mine,
-                {"$pull": {"items": {"product_id": product_id}}, "$set": revised},
+                {
+                    "$pull": {"items": {"product_id": product_id}},
+                    "$set": cls.new_revision(owner, now),
+                },
                 precondition={"items": {"$elemMatch": whole_line}},
             )
             if raw is not None:
