@@ -193,6 +193,7 @@ def seed(database_url: str, level: int, products: list[str]) -> float:
     insert(
         "carts",
         lambda i: {
+            "_id": users[i],  # a customer's cart is keyed by their id
             "user_id": users[i],
             "items": [{"product_id": some_product, "quantity": 1 + i % 3, "added_at": now}],
             "discount_code": None,

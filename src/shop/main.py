@@ -149,6 +149,8 @@ def create_app(settings: AppSettings | None = None) -> FastAPI:
         app.state.mongo = client
         try:
             await init_database(client, settings.db_name, DOCUMENTS)
+            if moved := await Cart.key_by_customer():
+                log.info("keyed %d carts by their customer", moved)
             if placed := await Product.number_unplaced():
                 log.info("gave %d products their catalog position", placed)
             if settings.admin_email and settings.admin_password:

@@ -1,8 +1,10 @@
+import contextlib
 import hashlib
 import re
 import secrets
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any, ClassVar, NamedTuple
 
 from beanie import Document, PydanticObjectId
@@ -10,10 +12,11 @@ from bson import ObjectId
 from pydantic import BaseModel, Field
 from pymongo import ASCENDING, IndexModel
 from pymongo.asynchronous.client_session import AsyncClientSession
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import DuplicateKeyError, OperationFailure
 
 from shop.catalog.models import Product
 from shop.kit.clock import utcnow
+from shop.kit.db import in_transaction
 from shop.kit.documents import update_then_read
 from shop.kit.errors import Conflict, NotFound, ShopError, Unprocessable
 
@@ -83,10 +86,15 @@ class CartOwner(NamedTuple):
         return self.user_id is None
 
     def key(self, now: datetime) -> dict[str, Any]:
-        """The cart's filter: a guest's only while it has not expired."""
+        """The cart's filter: a customer's is keyed by their id; a guest's is found only
+        while it has not expired."""
         if self.user_id is not None:
-            return {"user_id": self.user_id}
+            return {"_id": self.user_id}
         return {"guest": self.guest, "expires_at": {"$gt": now}}
+
+    def on_insert(self) -> dict[str, Any]:
+        """What a customer's cart is created with besides its key."""
+        return {} if self.user_id is None else {"user_id": self.user_id}
 
     def touched(self, now: datetime) -> dict[str, Any]:
         """What every change sets: its time, and a guest cart's new expiry."""
@@ -132,8 +140,7 @@ class Cart(Document):
     revision: PydanticObjectId | None = None
 
     class Settings:
-        name = "carts"
-        indexes: ClassVar = [IndexModel([("user_id", ASCENDING)], unique=True)]
+        name = "carts"  # a customer's cart has their id as its _id: no other index to keep
 
     @staticmethod
     def collection_of(owner: "CartOwner") -> Any:
@@ -292,7 +299,7 @@ class Cart(Document):
                     {
                         "$push": {"items": item.model_dump()},
                         "$set": cls.new_revision(owner, now),
-                        "$setOnInsert": {"discount_code": None},
+                        "$setOnInsert": {"discount_code": None, **owner.on_insert()},
                     },
                     precondition={
                         "items.product_id": {"$ne": product.id},
@@ -373,7 +380,7 @@ class Cart(Document):
             owner.key(now),
             {
                 "$set": {"discount_code": code, **cls.new_revision(owner, now)},
-                "$setOnInsert": {"items": []},
+                "$setOnInsert": {"items": [], **owner.on_insert()},
             },
             upsert=not owner.is_guest,
         )
@@ -411,14 +418,33 @@ class Cart(Document):
         owner = CartOwner.customer(user_id)
         cls.forget(owner)
         carts = cls.get_pymongo_collection()
-        raw = await carts.find_one({"user_id": user_id}, session=session)
+        raw = await carts.find_one(owner.key(utcnow()), session=session)
         if raw is None:
             return cls(user_id=user_id)
         cart: Cart = cls.model_validate(raw)
         if not cart.is_empty or cart.discount_code is not None:
             emptied = {"items": [], "discount_code": None, **cls.new_revision(owner, utcnow())}
-            await carts.update_one({"user_id": user_id}, {"$set": emptied}, session=session)
+            await carts.update_one(owner.key(utcnow()), {"$set": emptied}, session=session)
         return cart
+
+    @classmethod
+    async def key_by_customer(cls) -> int:
+        """Move the carts stored before a customer's cart was keyed by their id (a random
+        ``_id``, found by a unique index on ``user_id``) to ``_id`` = ``user_id``; returns
+        how many. That old index marks a database not moved yet: it is dropped once every
+        cart is, so later starts look no further. Each cart moves in a transaction of its
+        own (its old document deleted, the new one inserted), so a start that stops half-way
+        leaves every cart in one place or the other, and the next start goes on."""
+        carts = cls.get_pymongo_collection()
+        if OLD_CUSTOMER_INDEX not in await carts.index_information():
+            return 0
+        moved = 0
+        async for raw in carts.find({"user_id": {"$ne": None}}, {"_id": 1, "user_id": 1}):
+            if raw["_id"] != raw["user_id"]:
+                moved += await in_transaction(partial(_move_cart, carts, raw["_id"]))
+        with contextlib.suppress(OperationFailure):  # another process dropped it first
+            await carts.drop_index(OLD_CUSTOMER_INDEX)
+        return moved
 
 
 def _check_fits(product: Product, in_cart: int, quantity: int, limits: CartLimits) -> None:
@@ -434,6 +460,18 @@ def _check_fits(product: Product, in_cart: int, quantity: int, limits: CartLimit
         raise InsufficientStock(
             f"Only {product.stock} of {product.name} in stock{held}", products=[str(product.id)]
         )
+
+
+OLD_CUSTOMER_INDEX = "user_id_1"
+
+
+async def _move_cart(carts: Any, old_id: PydanticObjectId, session: AsyncClientSession) -> int:
+    raw = await carts.find_one({"_id": old_id}, session=session)
+    if raw is None:
+        return 0  # another process moved it
+    await carts.delete_one({"_id": old_id}, session=session)
+    await carts.insert_one({**raw, "_id": raw["user_id"]}, session=session)
+    return 1
 
 
 class GuestCart(Cart):
