@@ -33,6 +33,7 @@ from tests.factories import (
     pay,
     place_order,
     request_return,
+    set_stock,
     view_cart,
 )
 
@@ -110,6 +111,35 @@ async def test_a_cart_changed_by_another_process_costs_the_missed_update_and_a_r
     assert await round_trips(db_commands, next_one) == SEEN
     view = await view_cart(client, customer)
     assert [line["quantity"] for line in view["items"]] == [5]  # 1 + 2 elsewhere + 1 + 1
+
+
+async def test_the_first_add_after_a_checkout_is_one_update(
+    client: AsyncClient, db_commands: CommandLog, customer: Account
+) -> None:
+    """Checkout leaves the emptied cart remembered once its transaction has committed."""
+    product = await make_product(stock=100)
+    await place_order(client, customer, (product, 2))
+    after = add_to_cart(client, customer, product, 1)
+    # The product again (its stock was reserved), then the remembered cart's one update.
+    assert await round_trips(db_commands, after) == ["find products", *SEEN]
+    assert [(i.product_id, i.quantity) for i in (await Cart.of_user(customer.id)).items] == [
+        (product.id, 1)
+    ]
+
+
+async def test_a_refused_checkout_leaves_the_cart_as_this_process_saw_it(
+    client: AsyncClient, db_commands: CommandLog, customer: Account
+) -> None:
+    product = await make_product(stock=3)
+    await add_to_cart(client, customer, product, 3)
+    await set_stock(product, 1)
+    refused = await client.post("/order/create/", headers=customer.headers)
+    assert refused.status_code == 409, refused.text
+    # Nothing was remembered from the aborted transaction: the cart is read, then changed.
+    await set_stock(product, 10)
+    more = add_to_cart(client, customer, product, 1)
+    assert await round_trips(db_commands, more) == ["find products", *CHANGED]
+    assert (await Cart.of_user(customer.id)).quantity_of(product.id) == 4
 
 
 async def test_a_promo_code_costs_its_throttle_a_quote_and_the_cart(

@@ -407,25 +407,30 @@ class Cart(Document):
         raise CartBusy()
 
     @classmethod
-    async def check_out(cls, user_id: PydanticObjectId, session: AsyncClientSession) -> "Cart":
-        """Empty the user's cart and return what it held.
+    async def check_out(
+        cls, user_id: PydanticObjectId, session: AsyncClientSession
+    ) -> "CheckedOut":
+        """Empty the user's cart: what it held, and the cart as it is left.
 
         Inside checkout's transaction: if checkout refuses, the cart is as it was. A change
         to the cart by anyone else between this read and the update is a write conflict,
         which retries the whole transaction, so nothing added meanwhile is lost or ordered
-        by accident; until the transaction ends, other writes to the cart wait for it.
+        by accident; until the transaction ends, other writes to the cart wait for it. The
+        caller remembers the emptied cart once the transaction has committed.
         """
         owner = CartOwner.customer(user_id)
         cls.forget(owner)
         carts = cls.get_pymongo_collection()
         raw = await carts.find_one(owner.key(utcnow()), session=session)
         if raw is None:
-            return cls(user_id=user_id)
+            return CheckedOut(cls(user_id=user_id), cls(user_id=user_id))
         cart: Cart = cls.model_validate(raw)
-        if not cart.is_empty or cart.discount_code is not None:
-            emptied = {"items": [], "discount_code": None, **cls.new_revision(owner, utcnow())}
-            await carts.update_one(owner.key(utcnow()), {"$set": emptied}, session=session)
-        return cart
+        if cart.is_empty and cart.discount_code is None:
+            return CheckedOut(cart, cart)
+        now = utcnow()
+        emptied = {"items": [], "discount_code": None, **cls.new_revision(owner, now)}
+        await carts.update_one(owner.key(now), {"$set": emptied}, session=session)
+        return CheckedOut(cart, cart.model_copy(update=emptied))
 
     @classmethod
     async def key_by_customer(cls) -> int:
@@ -460,6 +465,11 @@ def _check_fits(product: Product, in_cart: int, quantity: int, limits: CartLimit
         raise InsufficientStock(
             f"Only {product.stock} of {product.name} in stock{held}", products=[str(product.id)]
         )
+
+
+class CheckedOut(NamedTuple):
+    held: Cart  # what the cart held: what is ordered
+    emptied: Cart  # the cart as checkout leaves it
 
 
 OLD_CUSTOMER_INDEX = "user_id_1"

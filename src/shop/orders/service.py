@@ -11,7 +11,7 @@ from bson import Decimal128
 from pymongo.asynchronous.client_session import AsyncClientSession
 
 from shop.accounts.models import User
-from shop.cart.models import Cart, InsufficientStock
+from shop.cart.models import Cart, CartOwner, InsufficientStock
 from shop.cart.service import FreshCatalog, quote_cart
 from shop.catalog.models import Product
 from shop.discounts.models import Discount
@@ -61,8 +61,11 @@ async def create_order(user_id: PydanticObjectId, settings: AppSettings) -> Orde
     """
     timeout = timedelta(seconds=settings.payment_timeout_seconds)
 
+    left: list[Cart] = []  # the emptied cart of the attempt that commits
+
     async def checkout(session: AsyncClientSession) -> Order:
-        cart = await Cart.check_out(user_id, session)
+        cart, emptied = await Cart.check_out(user_id, session)
+        left[:] = [emptied]
         if cart.is_empty:
             raise CartEmpty()
         quote = await quote_cart(cart, settings.currency, FreshCatalog(session), session=session)
@@ -92,6 +95,7 @@ async def create_order(user_id: PydanticObjectId, settings: AppSettings) -> Orde
     # the transaction (and its window for conflicts on stock) as short as it was.
     await User.must_exist(user_id)
     order = await in_transaction(checkout)
+    left[0].remember(CartOwner.customer(user_id))  # the next add is then one update
     _order_changed(order, "created")
     return order
 
