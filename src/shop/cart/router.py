@@ -27,15 +27,14 @@ from shop.cart.schemas import (
 from shop.cart.service import quote_cart
 from shop.catalog.models import Product, ProductNotFound
 from shop.deps import (
+    CART_ROUTE,
     CART_TOKEN,
     CART_TOKEN_EXAMPLE,
-    OPTIONAL_TOKEN,
+    CartRequest,
     Catalog,
-    ClientAddress,
     CurrentUser,
     Settings,
     Shopper,
-    Throttled,
 )
 from shop.discounts.models import (
     DiscountMinSubtotalNotMet,
@@ -64,32 +63,32 @@ def cart_out(quote: Quote) -> CartOut:
     )
 
 
-def _owner(shopper: CartOwner | None) -> CartOwner:
+def _owner(shopper: CartRequest) -> CartOwner:
     """The cart a request changes: a visitor with no cart yet has none to change."""
-    if shopper is None:
+    if shopper.owner is None:
         raise CartNotFound(f"No cart yet: add a product first, or log in ({CART_TOKEN} missing)")
-    return shopper
+    return shopper.owner
 
 
 @router.get(
     "/",
-    openapi_extra=OPTIONAL_TOKEN,
+    openapi_extra=CART_ROUTE,
     responses=responses(CartNotFound),
     summary="See the cart, priced",
 )
-async def view_cart(shopper: Shopper, settings: Settings, catalog: Catalog) -> CartOut:
+async def view_cart(shopper: Shopper) -> CartOut:
     """The caller's cart, priced from the catalog now (as of a few seconds at most).
 
     A visitor with neither a bearer token nor an X-Cart-Token sees an empty cart (a
     storefront's first page asks before anything was added); an unknown or expired cart
     token is 404 `cart_not_found`."""
-    cart = Cart() if shopper is None else await Cart.of(shopper)
-    return cart_out(await quote_cart(cart, settings.currency, catalog))
+    cart = Cart() if shopper.owner is None else await Cart.of(shopper.owner)
+    return cart_out(await quote_cart(cart, shopper.settings.currency, shopper.catalog))
 
 
 @router.post(
     "/add/",
-    openapi_extra=OPTIONAL_TOKEN,
+    openapi_extra=CART_ROUTE,
     responses={
         200: {
             "description": "The cart, priced. A guest's first add starts a cart: its token is "
@@ -112,43 +111,35 @@ async def view_cart(shopper: Shopper, settings: Settings, catalog: Catalog) -> C
     },
     summary="Add a product to the cart",
 )
-async def add_to_cart(
-    body: AddToCart,
-    shopper: Shopper,
-    settings: Settings,
-    catalog: Catalog,
-    throttles: Throttled,
-    address: ClientAddress,
-    response: Response,
-) -> CartOut:
+async def add_to_cart(body: AddToCart, shopper: Shopper, response: Response) -> CartOut:
     """Add a product, or more of it. The line never exceeds the product's stock.
 
     Without an account: the first add (no X-Cart-Token) starts a guest cart and answers its
     token in the X-Cart-Token header; later requests send it. A guest cart lives
     `SHOP_GUEST_CART_DAYS` after its last change; checkout needs an account
     (`POST /cart/merge/`). One address may start a limited number of guest carts an hour."""
+    settings, catalog = shopper.settings, shopper.catalog
     found = (await catalog.products([body.product_id])).get(body.product_id)
     product = Product.visible_or_raise(found)
     limits = CartLimits(settings.cart_max_lines, settings.cart_max_line_quantity)
-    if shopper is None:
-        await throttles.guest_carts.attempt([f"guest-cart:{address}"], utcnow())
-        shopper, token = CartOwner.new_guest(timedelta(days=settings.guest_cart_days))
-        await Cart.open_for_guest(shopper)
+    owner = shopper.owner
+    if owner is None:
+        await shopper.throttles.guest_carts.attempt([f"guest-cart:{shopper.address}"], utcnow())
+        owner, token = CartOwner.new_guest(timedelta(days=settings.guest_cart_days))
+        await Cart.open_for_guest(owner)
         response.headers[CART_TOKEN] = token
-    cart = await Cart.add_item(shopper, product, body.quantity, limits)
+    cart = await Cart.add_item(owner, product, body.quantity, limits)
     return cart_out(await quote_cart(cart, settings.currency, catalog))
 
 
 @router.delete(
     "/remove/",
-    openapi_extra=OPTIONAL_TOKEN,
+    openapi_extra=CART_ROUTE,
     responses=responses(CartItemNotFound, CartNotFound),
     summary="Remove units or a whole line from the cart",
 )
 async def remove_from_cart(
     shopper: Shopper,
-    settings: Settings,
-    catalog: Catalog,
     product_id: PydanticObjectId,
     quantity: Annotated[
         int | None, Query(gt=0, le=10_000, description="Omit to remove the whole line")
@@ -156,12 +147,12 @@ async def remove_from_cart(
 ) -> CartOut:
     """Takes `quantity` units off the line, or the whole line when `quantity` is omitted."""
     cart = await Cart.remove_item(_owner(shopper), product_id, quantity)
-    return cart_out(await quote_cart(cart, settings.currency, catalog))
+    return cart_out(await quote_cart(cart, shopper.settings.currency, shopper.catalog))
 
 
 @router.post(
     "/discount/",
-    openapi_extra=OPTIONAL_TOKEN,
+    openapi_extra=CART_ROUTE,
     responses=responses(
         DiscountNotFound,
         DiscountMinSubtotalNotMet,
@@ -171,9 +162,7 @@ async def remove_from_cart(
     ),
     summary="Apply a promo code",
 )
-async def apply_discount_code(
-    body: ApplyCode, shopper: Shopper, settings: Settings, throttles: Throttled
-) -> CartOut:
+async def apply_discount_code(body: ApplyCode, shopper: Shopper) -> CartOut:
     """Apply a promo code. A cart holds one code: a new one replaces the old.
 
     A code that cannot be used now answers 404 like an unknown one, unless the reason is
@@ -182,21 +171,21 @@ async def apply_discount_code(
     """
     code = normalize_code(body.code)
     quote = await service.apply_code(
-        _owner(shopper), code, settings.currency, throttles.promo_codes
+        _owner(shopper), code, shopper.settings.currency, shopper.throttles.promo_codes
     )
     return cart_out(quote)
 
 
 @router.delete(
     "/discount/",
-    openapi_extra=OPTIONAL_TOKEN,
+    openapi_extra=CART_ROUTE,
     responses=responses(CartNotFound),
     summary="Remove the promo code",
 )
-async def remove_discount_code(shopper: Shopper, settings: Settings, catalog: Catalog) -> CartOut:
+async def remove_discount_code(shopper: Shopper) -> CartOut:
     """Take the promo code off the cart (a cart without one is left as it is)."""
     cart = await Cart.set_discount_code(_owner(shopper), None)
-    return cart_out(await quote_cart(cart, settings.currency, catalog))
+    return cart_out(await quote_cart(cart, shopper.settings.currency, shopper.catalog))
 
 
 @router.post(
