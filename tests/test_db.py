@@ -1,11 +1,17 @@
+import asyncio
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import pymongo
 import pytest
 from pymongo import MongoClient, ReadPreference
+from pymongo.asynchronous.client_session import AsyncClientSession
+from pymongo.errors import PyMongoError
 
+from shop.kit import db
 from shop.kit.config import AppSettings
 from shop.kit.db import connect
 from shop.kit.embedded import EmbeddedMongo
@@ -65,3 +71,35 @@ def test_fault_injection_skips_saying_why_on_a_server_without_test_commands() ->
         )  # fmt: skip
     assert run.returncode == 0, run.stdout + run.stderr
     assert "4 skipped" in run.stdout and "no failCommand" in run.stdout, run.stdout
+
+
+async def test_a_transaction_cut_off_by_its_deadline_leaves_nothing_locked(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An attempt that ran out of time after it wrote is aborted on the server: otherwise the
+    server keeps the transaction, and its locks, until it reaps it (60 s on mongod), and every
+    other writer of that document times out waiting."""
+    timeout = 4.0
+    client = connect(database_url, timeout=timeout)
+    monkeypatch.setattr(db, "_client", client)
+    things = client[os.environ.get("SHOP_TEST_DB_NAME", "shop_test")]["locked_things"]
+    try:
+        await things.delete_many({})
+        await things.insert_one({"_id": "locked", "n": 0})
+        attempts_end = time.monotonic() + timeout - db.ABORT_RESERVE_SECONDS
+
+        async def too_slow(session: AsyncClientSession) -> None:
+            await things.update_one({"_id": "locked"}, {"$inc": {"n": 1}}, session=session)
+            await asyncio.sleep(attempts_end + 0.3 - time.monotonic())  # stalled past its time
+            await things.find_one({"_id": "locked"}, session=session)
+
+        with pytest.raises(PyMongoError) as cut_off:
+            await db.in_transaction(too_slow)
+        assert cut_off.value.timeout
+
+        with pymongo.timeout(2):
+            await things.update_one({"_id": "locked"}, {"$inc": {"n": 10}})
+        assert await things.find_one({"_id": "locked"}) == {"_id": "locked", "n": 10}
+    finally:
+        await things.drop()
+        await client.close()

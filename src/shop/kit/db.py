@@ -2,6 +2,7 @@
 application's lifespan hands it the documents to bind."""
 
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
@@ -11,6 +12,7 @@ from beanie.odm.utils.typing import get_index_attributes
 from pymongo import AsyncMongoClient, IndexModel, monitoring
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import ExecutionTimeout
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -68,17 +70,37 @@ async def init_database(
     _client = client
 
 
+# What a transaction keeps of its time to abort: an attempt cut off by the deadline must still
+# tell the server, or what it wrote stays locked until the server reaps the transaction (60 s
+# on mongod, `transactionLifetimeLimitSeconds`), and every writer of those documents waits.
+ABORT_RESERVE_SECONDS = 1.0
+
+
 async def in_transaction(callback: Callable[[AsyncClientSession], Awaitable[T]]) -> T:
     """Run ``callback`` in one transaction, retried on transient errors as the driver advises.
 
     The callback may run more than once: it must not change anything outside the database.
     All attempts together get the client's operation timeout: without it, the driver retries
-    a transaction that meets an unreachable server for up to two minutes.
+    a transaction that meets an unreachable server for up to two minutes. The attempts end
+    ``ABORT_RESERVE_SECONDS`` before that (or halfway through a shorter timeout), so that the
+    driver's abort of the last one still has time to reach the server.
     """
     assert _client is not None, "init_database() first"
-    with pymongo.timeout(_client.options.timeout):
-        async with _client.start_session() as session:
+    budget = _client.options.timeout
+    async with _client.start_session() as session:
+        if budget is None:
             return await session.with_transaction(callback)
+        attempts_end = time.monotonic() + max(budget - ABORT_RESERVE_SECONDS, budget / 2)
+
+        async def attempt(session: AsyncClientSession) -> T:
+            left = attempts_end - time.monotonic()
+            if left < 0.05:  # nothing worth sending: PyMongo would send maxTimeMS 0, no limit
+                raise ExecutionTimeout("The transaction ran out of time", 50)
+            with pymongo.timeout(left):
+                return await callback(session)
+
+        with pymongo.timeout(budget):
+            return await session.with_transaction(attempt)
 
 
 # What a declaration can change about an index; the rest of what a server reports is its own.
