@@ -198,6 +198,7 @@ def seed(database_url: str, level: int, products: list[str]) -> float:
             "items": [{"product_id": some_product, "quantity": 1 + i % 3, "added_at": now}],
             "discount_code": None,
             "updated_at": now,
+            "orders_placed": 1,  # the order below
         },
     )
     orders = [ObjectId() for _ in range(level)]
@@ -206,6 +207,7 @@ def seed(database_url: str, level: int, products: list[str]) -> float:
         "orders",
         lambda i: {
             "_id": orders[i],
+            "number": 1,  # each seeded customer's first
             **order_document(
                 users[i], some_product, now - timedelta(seconds=i), statuses[i % len(statuses)]
             ),

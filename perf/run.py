@@ -577,6 +577,7 @@ def measure_scaling(k6: K6, shop: Service, *, quick: bool) -> list[Scaled]:
         docs.append(
             {
                 "user_id": ObjectId(me),
+                "number": i + 1,
                 "lines": [line],
                 "subtotal": Decimal128("1.00"),
                 "total": Decimal128("1.00"),
@@ -593,6 +594,19 @@ def measure_scaling(k6: K6, shop: Service, *, quick: bool) -> list[Scaled]:
         )
     for start in range(0, len(docs), 5_000):
         db.orders.insert_many(docs[start : start + 5_000])
+    db.carts.update_one(  # the customer's count of orders, which numbers the next one
+        {"_id": ObjectId(me)},
+        {
+            "$set": {"orders_placed": orders},
+            "$setOnInsert": {
+                "user_id": ObjectId(me),
+                "items": [],
+                "discount_code": None,
+                "updated_at": now,
+            },
+        },
+        upsert=True,
+    )
     url = f"{base}/order/history/?limit=20"
     # Long lists with 2 users: what one page costs, not how a saturated database queues.
     measure(f"`GET /order/history/`, first page of {orders:,}", url, token, 2)

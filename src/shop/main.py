@@ -38,6 +38,7 @@ from shop.ops import router as ops_router
 from shop.orders.models import Order, PendingOrder
 from shop.orders.router import payments_router
 from shop.orders.router import router as orders_router
+from shop.orders.service import number_unnumbered_orders
 from shop.orders.webhooks import StripeEvent
 from shop.payments.mock import MockProvider, ProviderCharge, ProviderRefund
 from shop.payments.provider import PaymentProvider
@@ -153,6 +154,8 @@ def create_app(settings: AppSettings | None = None) -> FastAPI:
                 log.info("keyed %d carts by their customer", moved)
             if placed := await Product.number_unplaced():
                 log.info("gave %d products their catalog position", placed)
+            if numbered := await number_unnumbered_orders():
+                log.info("numbered %d orders of their customers", numbered)
             if settings.admin_email and settings.admin_password:
                 await ensure_admin(
                     settings.admin_email,

@@ -75,7 +75,7 @@ def test_totals_always_add_up_to_the_cent(cart: tuple[list[CartItem], PricingCon
     assert ZERO <= cart_discount <= quote.subtotal
     assert quote.total == quote.subtotal - cart_discount
 
-    order = Order.from_quote(PydanticObjectId(), quote, NOW, timedelta(minutes=30))
+    order = Order.from_quote(PydanticObjectId(), 1, quote, NOW, timedelta(minutes=30))
     assert sum(line.cart_discount_share for line in order.lines) == cart_discount
     assert sum(line.net_total for line in order.lines) == quote.total
     assert all(ZERO <= line.net_total <= line.line_total for line in order.lines)
@@ -103,7 +103,7 @@ def test_returning_everything_in_any_batches_refunds_exactly_what_was_paid(
 ) -> None:
     items, context = cart
     order = Order.from_quote(
-        PydanticObjectId(), price(items, None, context), NOW, timedelta(minutes=30)
+        PydanticObjectId(), 1, price(items, None, context), NOW, timedelta(minutes=30)
     )
     order.paid_at = NOW
     order.status = order.status.paid

@@ -4,7 +4,20 @@ import pytest
 from fastapi import FastAPI
 from httpx import AsyncClient
 
-from tests.factories import Account, assert_problem, make_product, make_user, pay, place_order
+from shop.cart.models import Cart, CartOwner
+from shop.orders.models import Order
+from shop.orders.service import number_unnumbered_orders
+from tests.conftest import CommandLog
+from tests.factories import (
+    Account,
+    add_to_cart,
+    assert_problem,
+    make_product,
+    make_user,
+    pay,
+    place_order,
+    set_stock,
+)
 
 
 async def test_history_lists_only_my_orders_newest_first(client: AsyncClient, app: FastAPI) -> None:
@@ -75,3 +88,79 @@ async def test_crafted_cursors_are_refused_not_failed(
             "/order/history/", params={"cursor": given}, headers=customer.headers
         )
         assert_problem(response, 422, "invalid_cursor")
+
+
+async def numbers_of(account: Account) -> list[int | None]:
+    """The customer's order numbers, as stored, oldest first."""
+    orders = await Order.find({"user_id": account.id}).sort("created_at").to_list()
+    return [order.number for order in orders]
+
+
+async def test_orders_are_numbered_per_customer_without_gaps(
+    client: AsyncClient, app: FastAPI, customer: Account
+) -> None:
+    """A refused checkout takes no number; another customer's orders count apart."""
+    other = await make_user(app)
+    product = await make_product(stock=3)
+    await place_order(client, customer, (product, 1))
+    await place_order(client, other, (product, 1))
+    await add_to_cart(client, customer, product, 1)
+    await set_stock(product, 0)
+    refused = await client.post("/order/create/", headers=customer.headers)
+    assert_problem(refused, 409, "insufficient_stock")
+    await set_stock(product, 5)
+    await place_order(client, customer)  # the line still in the cart
+    assert await numbers_of(customer) == [1, 2]
+    assert await numbers_of(other) == [1]
+    assert await Cart.orders_placed_by(customer.id) == 2
+
+
+async def test_a_status_page_reaches_past_ranges_without_it(
+    client: AsyncClient, customer: Account
+) -> None:
+    """Only the first and the last of 9 orders are paid: the second page of paid ones comes
+    from ranges twice as wide each time, down to order 1."""
+    product = await make_product(stock=20)
+    placed = [await place_order(client, customer, (product, 1)) for _ in range(9)]
+    for order in (placed[0], placed[-1]):
+        await pay(client, customer, order["id"])
+    first = await client.get(
+        "/order/history/", params={"status": "paid", "limit": 1}, headers=customer.headers
+    )
+    assert [o["id"] for o in first.json()["items"]] == [placed[-1]["id"]]
+    params = {"status": "paid", "limit": 1, "cursor": first.json()["next_cursor"]}
+    second = (await client.get("/order/history/", params=params, headers=customer.headers)).json()
+    assert ([o["id"] for o in second["items"]], second["next_cursor"]) == ([placed[0]["id"]], None)
+
+
+async def test_a_cursor_past_the_history_ranges_over_no_more_than_there_is(
+    client: AsyncClient, customer: Account, db_commands: CommandLog
+) -> None:
+    await place_order(client, customer, (await make_product(), 1))
+    far = base64.urlsafe_b64encode(b"999999999999999999").decode()
+    db_commands.clear()
+    page = await client.get("/order/history/", params={"cursor": far}, headers=customer.headers)
+    assert [o["item_count"] for o in page.json()["items"]] == [1]
+    assert [name for name, _ in db_commands.commands] == ["find", "find", "find"]
+
+
+async def test_orders_stored_before_numbering_are_numbered_at_start_up(
+    client: AsyncClient, app: FastAPI, customer: Account
+) -> None:
+    """In the order they were placed, after what the customer's count already holds; the
+    history then shows them all, newest first."""
+    product = await make_product(stock=20)
+    placed = [await place_order(client, customer, (product, 1)) for _ in range(4)]
+    orders = Order.get_pymongo_collection()
+    carts = Cart.get_pymongo_collection()
+    # As stored before orders were numbered: no number, no count.
+    await orders.update_many({"user_id": customer.id}, {"$unset": {"number": ""}})
+    await carts.update_one({"_id": customer.id}, {"$unset": {"orders_placed": ""}})
+    Cart.forget(CartOwner.customer(customer.id))
+    assert await number_unnumbered_orders() == 4
+    assert await numbers_of(customer) == [1, 2, 3, 4]
+    assert await number_unnumbered_orders() == 0
+    await place_order(client, customer, (product, 1))
+    assert await numbers_of(customer) == [1, 2, 3, 4, 5]
+    history = (await client.get("/order/history/", headers=customer.headers)).json()
+    assert [o["id"] for o in history["items"]][1:] == [o["id"] for o in reversed(placed)]

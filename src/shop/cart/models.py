@@ -138,6 +138,8 @@ class Cart(Document):
     # New with every write (an ObjectId: never the same twice, even for a cart deleted and
     # started again). None only before the first write.
     revision: PydanticObjectId | None = None
+    # How many orders the customer has placed: checkout numbers the next one from it.
+    orders_placed: int = 0
 
     class Settings:
         name = "carts"  # a customer's cart has their id as its _id: no other index to keep
@@ -154,6 +156,39 @@ class Cart(Document):
     @property
     def is_empty(self) -> bool:
         return not self.items
+
+    @classmethod
+    async def orders_placed_by(
+        cls, user_id: PydanticObjectId, session: AsyncClientSession | None = None
+    ) -> int:
+        """How many orders the customer has placed (their cart counts them)."""
+        owner = CartOwner.customer(user_id)
+        raw = await cls.get_pymongo_collection().find_one(
+            owner.key(utcnow()), {"orders_placed": 1}, session=session
+        )
+        return 0 if raw is None else int(raw.get("orders_placed", 0))
+
+    @classmethod
+    async def count_orders(
+        cls, user_id: PydanticObjectId, count: int, session: AsyncClientSession
+    ) -> int:
+        """Count ``count`` more orders placed by the customer, starting their cart if they
+        have none; returns the number of the first. Only inside a transaction: the read and
+        the write of the count are one step."""
+        owner = CartOwner.customer(user_id)
+        cls.forget(owner)
+        placed = await cls.orders_placed_by(user_id, session)
+        now = utcnow()
+        await cls.get_pymongo_collection().update_one(
+            owner.key(now),
+            {
+                "$set": {"orders_placed": placed + count, **cls.new_revision(owner, now)},
+                "$setOnInsert": {"user_id": user_id, "items": [], "discount_code": None},
+            },
+            upsert=True,
+            session=session,
+        )
+        return placed + 1
 
     @classmethod
     def read_as(cls, owner: CartOwner, raw: dict[str, Any] | None) -> "Cart":
@@ -428,7 +463,12 @@ class Cart(Document):
         if cart.is_empty and cart.discount_code is None:
             return CheckedOut(cart, cart)
         now = utcnow()
-        emptied = {"items": [], "discount_code": None, **cls.new_revision(owner, now)}
+        emptied = {
+            "items": [],
+            "discount_code": None,
+            "orders_placed": cart.orders_placed + 1,  # this order's number, if it commits
+            **cls.new_revision(owner, now),
+        }
         await carts.update_one(owner.key(now), {"$set": emptied}, session=session)
         return CheckedOut(cart, cart.model_copy(update=emptied))
 
@@ -470,6 +510,11 @@ def _check_fits(product: Product, in_cart: int, quantity: int, limits: CartLimit
 class CheckedOut(NamedTuple):
     held: Cart  # what the cart held: what is ordered
     emptied: Cart  # the cart as checkout leaves it
+
+    @property
+    def order_number(self) -> int:
+        """The customer's number for the order placed from ``held``."""
+        return self.emptied.orders_placed
 
 
 OLD_CUSTOMER_INDEX = "user_id_1"

@@ -1,3 +1,4 @@
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
@@ -187,6 +188,11 @@ class VoidedPayment(BaseModel):
 
 class Order(VersionedDocument):
     user_id: PydanticObjectId
+    # The customer's orders counted from 1, in the order they were placed (the count is
+    # kept on their cart, which checkout writes anyway): a page of their history is then a
+    # bounded range of numbers. None only for an order stored before orders were numbered,
+    # until the next start numbers it (``number_unnumbered``).
+    number: int | None = None
     lines: list[OrderLine]
     subtotal: DecimalAnnotation
     cart_discount: AppliedCartDiscount | None = None
@@ -209,6 +215,11 @@ class Order(VersionedDocument):
     class Settings:
         name = "orders"
         indexes: ClassVar = [
+            # A customer's history: ranges of their order numbers, of one status or any (the
+            # embedded server plans by an index only if it holds every field of the filter).
+            IndexModel([("user_id", ASCENDING), ("number", DESCENDING)]),
+            IndexModel([("user_id", ASCENDING), ("status", ASCENDING), ("number", DESCENDING)]),
+            # The admins' view of one customer's orders, by date.
             IndexModel([("user_id", ASCENDING), ("created_at", DESCENDING), ("_id", DESCENDING)]),
             IndexModel(
                 [
@@ -228,10 +239,15 @@ class Order(VersionedDocument):
 
     @classmethod
     def from_quote(
-        cls, user_id: PydanticObjectId, quote: Quote, now: datetime, timeout: timedelta
+        cls,
+        user_id: PydanticObjectId,
+        number: int,
+        quote: Quote,
+        now: datetime,
+        timeout: timedelta,
     ) -> "Order":
-        """A new unpaid order: a snapshot of the priced cart, payable until ``now + timeout``.
-        The cart discount is split across the lines here, once."""
+        """The customer's order ``number``, unpaid: a snapshot of the priced cart, payable
+        until ``now + timeout``. The cart discount is split across the lines here, once."""
         cart_discount = (
             quote.cart_discount if quote.cart_discount and quote.cart_discount.applied else None
         )
@@ -256,6 +272,7 @@ class Order(VersionedDocument):
         ]
         return cls(
             user_id=user_id,
+            number=number,
             lines=lines,
             subtotal=quote.subtotal,
             cart_discount=AppliedCartDiscount(
@@ -274,6 +291,46 @@ class Order(VersionedDocument):
         )
 
     # -- reading ---------------------------------------------------------------------------
+
+    @classmethod
+    async def customer_page(
+        cls,
+        user_id: PydanticObjectId,
+        status: "OrderStatus | None",
+        limit: int,
+        below: int,
+        placed: Callable[[], Awaitable[int]],
+    ) -> list["Order"]:
+        """The customer's orders numbered below ``below``, newest first: up to ``limit + 1``
+        (one more, to know whether more follow), as bounded ranges of numbers. ``placed``
+        reads how many orders the customer placed; it is asked only when a range comes back
+        short, so that a crafted cursor ranges over no more than there is.
+
+        "Their orders, sorted, first ``limit``" makes the embedded server read every order
+        of the customer before it sorts (2 s for a first page of 10,000); a bounded range
+        reads only what it returns, on mongod too. Numbers have no gaps, so without a status
+        one range fills the page; with one, a range left short is followed by one twice as
+        wide, down to order 1.
+        """
+        found: list[Order] = []
+        width, counted = limit + 1, False
+        while below > 1 and len(found) <= limit:
+            query: dict[str, Any] = {
+                "user_id": user_id,
+                "number": {"$gte": max(1, below - width), "$lt": below},
+            }
+            if status is not None:
+                query["status"] = status.value
+            found += await cls.find(query).sort("-number").limit(limit + 1 - len(found)).to_list()
+            below, width = below - width, width * 2
+            if len(found) <= limit and not counted:
+                below, counted = min(below, await placed() + 1), True
+        return found
+
+    @property
+    def customer_number(self) -> int:
+        assert self.number is not None, "orders are numbered when placed, or at start-up"
+        return self.number
 
     def is_overdue(self, now: datetime) -> bool:
         """Unpaid past its deadline, with no payment attempt still holding it."""

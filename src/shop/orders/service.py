@@ -4,6 +4,7 @@ import contextlib
 import logging
 from collections.abc import Mapping
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any, NamedTuple
 
 from beanie import PydanticObjectId
@@ -64,7 +65,8 @@ async def create_order(user_id: PydanticObjectId, settings: AppSettings) -> Orde
     left: list[Cart] = []  # the emptied cart of the attempt that commits
 
     async def checkout(session: AsyncClientSession) -> Order:
-        cart, emptied = await Cart.check_out(user_id, session)
+        checked_out = await Cart.check_out(user_id, session)
+        cart, emptied = checked_out
         left[:] = [emptied]
         if cart.is_empty:
             raise CartEmpty()
@@ -86,7 +88,7 @@ async def create_order(user_id: PydanticObjectId, settings: AppSettings) -> Orde
                 "Not enough stock for some products", products=short or list(map(str, reserved))
             )
         await Discount.redeem(quote.discounts_used, user_id, session)
-        order = Order.from_quote(user_id, quote, utcnow(), timeout)
+        order = Order.from_quote(user_id, checked_out.order_number, quote, utcnow(), timeout)
         await order.insert(session=session)
         await PendingOrder.open(order, session)
         return order
@@ -407,6 +409,32 @@ def _order_changed(order: Order, event: str, reason: str = "") -> None:
 # -- history ----------------------------------------------------------------------------------
 
 
+async def number_unnumbered_orders() -> int:
+    """Number the orders stored before orders were numbered: each customer's from where
+    their count stands, in the order they were placed; returns how many. Each customer's
+    orders and count move in a transaction of their own, so a start that stops half-way
+    leaves every customer numbered or not, and the next start goes on."""
+    orders = Order.get_pymongo_collection()
+    numbered = 0
+    for user_id in await orders.distinct("user_id", {"number": None}):
+        numbered += await in_transaction(partial(_number_orders_of, user_id))
+    return numbered
+
+
+async def _number_orders_of(user_id: PydanticObjectId, session: AsyncClientSession) -> int:
+    orders = Order.get_pymongo_collection()
+    found = orders.find({"user_id": user_id, "number": None}, {"_id": 1}, session=session)
+    unnumbered = [raw["_id"] for raw in await found.sort([("created_at", 1), ("_id", 1)]).to_list()]
+    if not unnumbered:
+        return 0
+    first = await Cart.count_orders(user_id, len(unnumbered), session)
+    for number, order_id in enumerate(unnumbered, start=first):
+        await orders.update_one(
+            {"_id": order_id, "number": None}, {"$set": {"number": number}}, session=session
+        )
+    return len(unnumbered)
+
+
 async def order_history(
     user_id: PydanticObjectId,
     providers: Providers,
@@ -415,8 +443,21 @@ async def order_history(
     cursor: str | None,
     status: OrderStatus | None,
 ) -> Slice[Order]:
-    """The user's orders, newest first, a page at a time (served by the user/created index)."""
-    return await find_orders(providers, limit=limit, cursor=cursor, status=status, user_id=user_id)
+    """The user's orders, newest first, a page at a time: ranges of their order numbers. The
+    first page reads how many orders they placed from their cart; a cursor names the number
+    of the last order shown."""
+    counted: list[int] = []
+
+    async def placed() -> int:  # read once at most
+        if not counted:
+            counted.append(await Cart.orders_placed_by(user_id))
+        return counted[0]
+
+    below = decode_cursor(cursor, int)[0] if cursor is not None else await placed() + 1
+    found = await Order.customer_page(user_id, status, limit, below, placed)
+    page = Slice.of(found, limit, lambda last: (last.customer_number,))
+    now = utcnow()
+    return page._replace(items=[(await settle(o, providers, now)).order for o in page.items])
 
 
 async def find_orders(
