@@ -191,7 +191,7 @@ class Order(VersionedDocument):
     # The customer's orders counted from 1, in the order they were placed (the count is
     # kept on their cart, which checkout writes anyway): a page of their history is then a
     # bounded range of numbers. None only for an order stored before orders were numbered,
-    # until the next start numbers it (``number_unnumbered``).
+    # until the next start numbers it (``orders.service.number_unnumbered_orders``).
     number: int | None = None
     lines: list[OrderLine]
     subtotal: DecimalAnnotation
