@@ -1,3 +1,4 @@
+import asyncio
 import base64
 
 import pytest
@@ -164,3 +165,32 @@ async def test_orders_stored_before_numbering_are_numbered_at_start_up(
     assert await numbers_of(customer) == [1, 2, 3, 4, 5]
     history = (await client.get("/order/history/", headers=customer.headers)).json()
     assert [o["id"] for o in history["items"]][1:] == [o["id"] for o in reversed(placed)]
+
+
+async def test_concurrent_checkouts_of_one_customer_number_orders_once_each(
+    client: AsyncClient, customer: Account
+) -> None:
+    """Ten shoppers on one account, each adding a unit then checking out, three times over,
+    all at once: the orders placed are numbered 1 to n, none twice, and every unit added is
+    in one of them or still in the cart."""
+    product = await make_product(stock=100)
+
+    async def shop() -> list[int]:
+        statuses = []
+        for _ in range(3):
+            await add_to_cart(client, customer, product, 1)
+            created = await client.post("/order/create/", headers=customer.headers)
+            statuses.append(created.status_code)
+        return statuses
+
+    statuses = [
+        status for each in await asyncio.gather(*(shop() for _ in range(10))) for status in each
+    ]
+    assert set(statuses) <= {201, 409}, statuses
+    orders = await Order.find({"user_id": customer.id}).to_list()
+    assert sorted(o.customer_number for o in orders) == list(range(1, len(orders) + 1))
+    assert len(orders) == statuses.count(201) > 1
+    assert await Cart.orders_placed_by(customer.id) == len(orders)
+    ordered = sum(line.quantity for o in orders for line in o.lines)
+    left = (await client.get("/cart/", headers=customer.headers)).json()["total_quantity"]
+    assert ordered + left == 30
