@@ -1,4 +1,3 @@
-from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
@@ -9,6 +8,7 @@ from pydantic import BaseModel, Field
 from pymongo import ASCENDING, DESCENDING, IndexModel
 from pymongo.asynchronous.client_session import AsyncClientSession
 
+from shop.cart.models import Cart
 from shop.kit.clock import as_utc, utcnow
 from shop.kit.documents import VersionedDocument, update_then_read
 from shop.kit.errors import Conflict, NotFound, Unprocessable
@@ -298,13 +298,13 @@ class Order(VersionedDocument):
         user_id: PydanticObjectId,
         status: "OrderStatus | None",
         limit: int,
-        below: int,
-        placed: Callable[[], Awaitable[int]],
+        below: int | None,
     ) -> list["Order"]:
-        """The customer's orders numbered below ``below``, newest first: up to ``limit + 1``
-        (one more, to know whether more follow), as bounded ranges of numbers. ``placed``
-        reads how many orders the customer placed; it is asked only when a range comes back
-        short, so that a crafted cursor ranges over no more than there is.
+        """The customer's orders numbered below ``below`` (None: from the newest), newest
+        first: up to ``limit + 1`` (one more, to know whether more follow), as bounded ranges
+        of numbers. How many orders the customer placed is read from their cart for a first
+        page, and otherwise only when a range comes back short, so that a crafted ``below``
+        ranges over no more than there is.
 
         "Their orders, sorted, first ``limit``" makes the embedded server read every order
         of the customer before it sorts (2 s for a first page of 10,000); a bounded range
@@ -312,8 +312,12 @@ class Order(VersionedDocument):
         one range fills the page; with one, a range left short is followed by one twice as
         wide, down to order 1.
         """
+        placed = None
+        if below is None:
+            placed = await Cart.orders_placed_by(user_id)
+            below = placed + 1
         found: list[Order] = []
-        width, counted = limit + 1, False
+        width = limit + 1
         while below > 1 and len(found) <= limit:
             query: dict[str, Any] = {
                 "user_id": user_id,
@@ -323,8 +327,9 @@ class Order(VersionedDocument):
                 query["status"] = status.value
             found += await cls.find(query).sort("-number").limit(limit + 1 - len(found)).to_list()
             below, width = below - width, width * 2
-            if len(found) <= limit and not counted:
-                below, counted = min(below, await placed() + 1), True
+            if len(found) <= limit and placed is None:
+                placed = await Cart.orders_placed_by(user_id)
+                below = min(below, placed + 1)
         return found
 
     @property

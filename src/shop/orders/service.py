@@ -446,15 +446,8 @@ async def order_history(
     """The user's orders, newest first, a page at a time: ranges of their order numbers. The
     first page reads how many orders they placed from their cart; a cursor names the number
     of the last order shown."""
-    counted: list[int] = []
-
-    async def placed() -> int:  # read once at most
-        if not counted:
-            counted.append(await Cart.orders_placed_by(user_id))
-        return counted[0]
-
-    below = decode_cursor(cursor, int)[0] if cursor is not None else await placed() + 1
-    found = await Order.customer_page(user_id, status, limit, below, placed)
+    below = decode_cursor(cursor, int)[0] if cursor is not None else None
+    found = await Order.customer_page(user_id, status, limit, below)
     page = Slice.of(found, limit, lambda last: (last.customer_number,))
     now = utcnow()
     return page._replace(items=[(await settle(o, providers, now)).order for o in page.items])
