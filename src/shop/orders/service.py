@@ -435,6 +435,12 @@ async def _number_orders_of(user_id: PydanticObjectId, session: AsyncClientSessi
     return len(unnumbered)
 
 
+async def _settled(page: Slice[Order], providers: Providers) -> Slice[Order]:
+    """The page with each order settled as it is read."""
+    now = utcnow()
+    return page._replace(items=[(await settle(o, providers, now)).order for o in page.items])
+
+
 async def order_history(
     user_id: PydanticObjectId,
     providers: Providers,
@@ -449,8 +455,7 @@ async def order_history(
     below = decode_cursor(cursor, int)[0] if cursor is not None else None
     found = await Order.customer_page(user_id, status, limit, below)
     page = Slice.of(found, limit, lambda last: (last.customer_number,))
-    now = utcnow()
-    return page._replace(items=[(await settle(o, providers, now)).order for o in page.items])
+    return await _settled(page, providers)
 
 
 async def find_orders(
@@ -496,8 +501,7 @@ async def find_orders(
             .to_list()
         )
     page = Slice.of(found, limit, lambda last: (last.created_at, PydanticObjectId(last.id)))
-    now = utcnow()
-    return page._replace(items=[(await settle(o, providers, now)).order for o in page.items])
+    return await _settled(page, providers)
 
 
 # -- the sweeper ------------------------------------------------------------------------------
