@@ -183,7 +183,7 @@ class Cart(Document):
             owner.key(now),
             {
                 "$set": {"orders_placed": placed + count, **cls.new_revision(owner, now)},
-                "$setOnInsert": {"user_id": user_id, "items": [], "discount_code": None},
+                "$setOnInsert": {"items": [], "discount_code": None, **owner.on_insert()},
             },
             upsert=True,
             session=session,
