@@ -11,15 +11,19 @@ from here:
   command listener on the service's own client sees them all, so no code path can forget to
   invalidate. Writes inside a transaction drop their entries again when it commits, and a
   read that raced a write never stores what it read;
-- other processes' writes show within ``max_age``.
+- other processes' writes show within ``max_age``;
+- requests that miss the same entries at once share one read: an entry that expires under
+  load is missed by every request in flight at that moment, and each sent the same query.
+  A write this process sends ends that sharing, so a request after it reads anew.
 
 Checkout, payment and returns never read from here: they read inside their transaction, so
 a stale price or stock figure can change what a cart shows for a moment, never what is
 charged or reserved.
 """
 
+import asyncio
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -35,6 +39,7 @@ PRODUCTS, DISCOUNTS = "products", "discounts"
 # Bounds the memory of a shop with a large catalog: past this, the product entries start over.
 MAX_PRODUCTS = 20_000
 ALL = None  # "every entry of the collection" where a write names no ids
+AUTOMATIC = "automatic"  # the key of the read of the automatic discounts
 MAX_OPEN_TRANSACTIONS = 10_000
 
 
@@ -60,6 +65,8 @@ class CatalogCache:
         self._codes: dict[str, _Entry[Discount | None]] = {}
         # Bumped by every invalidation: a read that began before it does not store its result.
         self._generation = 0
+        # The reads in flight, by what they read ("automatic", ("code", c), a product's id).
+        self._reading: dict[Hashable, asyncio.Future[Any]] = {}
         self.invalidator = _Invalidator(self)
 
     @property
@@ -78,17 +85,31 @@ class CatalogCache:
                 missing.append(product_id)
             elif entry.value is not None:
                 found[product_id] = entry.value
-        if missing:
-            generation = self._generation
-            fetched = await Product.many(missing)
-            found.update(fetched)
-            if self.enabled and generation == self._generation:
-                if len(self._products) + len(missing) > MAX_PRODUCTS:
-                    self._products.clear()
-                expires = now + self.max_age
-                for product_id in missing:
-                    self._products[product_id] = _Entry(expires, fetched.get(product_id))
+        if not missing:
+            return found
+        if not self.enabled:
+            found.update(await Product.many(missing))
+            return found
+        unread = [i for i in missing if i not in self._reading]
+        if unread:
+            self._share(unread, self._read_products(unread, now))
+        for read in {id(r): r for r in (self._reading[i] for i in missing)}.values():
+            fetched: dict[PydanticObjectId, Product] = await asyncio.shield(read)
+            found.update((i, fetched[i]) for i in missing if i in fetched)
         return found
+
+    async def _read_products(
+        self, ids: list[PydanticObjectId], now: Instant
+    ) -> dict[PydanticObjectId, Product]:
+        generation = self._generation
+        fetched = await Product.many(ids)
+        if generation == self._generation:
+            if len(self._products) + len(ids) > MAX_PRODUCTS:
+                self._products.clear()
+            expires = now + self.max_age
+            for product_id in ids:
+                self._products[product_id] = _Entry(expires, fetched.get(product_id))
+        return fetched
 
     async def discounts(
         self, product_ids: Iterable[PydanticObjectId], code: str | None
@@ -110,22 +131,55 @@ class CatalogCache:
         now = self.clock()
         if self._automatic is not None and self._automatic.expires > now:
             return self._automatic.value
-        generation = self._generation
-        found = await Discount.find({"active": True, "code": None}).to_list()
-        if self.enabled and generation == self._generation:
-            self._automatic = _Entry(now + self.max_age, found)
-        return found
+
+        async def read() -> list[Discount]:
+            generation = self._generation
+            found = await Discount.find({"active": True, "code": None}).to_list()
+            if self.enabled and generation == self._generation:
+                self._automatic = _Entry(now + self.max_age, found)
+            return found
+
+        return await self._shared(AUTOMATIC, read)
 
     async def _code(self, code: str) -> Discount | None:
         now = self.clock()
         cached = self._codes.get(code)
         if cached is not None and cached.expires > now:
             return cached.value
-        generation = self._generation
-        found = await Discount.find_one({"code": code})
-        if self.enabled and generation == self._generation:
-            self._codes[code] = _Entry(now + self.max_age, found)
-        return found
+
+        async def read() -> Discount | None:
+            generation = self._generation
+            found = await Discount.find_one({"code": code})
+            if self.enabled and generation == self._generation:
+                self._codes[code] = _Entry(now + self.max_age, found)
+            return found
+
+        return await self._shared(("code", code), read)
+
+    async def _shared(self, key: Hashable, read: Callable[[], Awaitable[T]]) -> T:
+        """``read()``'s answer, or that of the same read already in flight."""
+        if not self.enabled:
+            return await read()
+        if key not in self._reading:
+            self._share([key], read())
+        result: T = await asyncio.shield(self._reading[key])
+        return result
+
+    def _share(self, keys: Sequence[Hashable], read: Awaitable[Any]) -> None:
+        """Run ``read`` as a task of its own, which every caller missing ``keys`` awaits
+        (shielded: a caller that gives up does not cancel it for the others)."""
+        task = asyncio.ensure_future(read)
+        for key in keys:
+            self._reading[key] = task
+
+        def done(_: asyncio.Future[Any]) -> None:
+            for key in keys:
+                if self._reading.get(key) is task:
+                    del self._reading[key]
+            if not task.cancelled():
+                task.exception()  # retrieved: raised to its callers, if any is left
+
+        task.add_done_callback(done)
 
     # -- invalidation ------------------------------------------------------------------------
 
@@ -135,12 +189,17 @@ class CatalogCache:
         if collection == PRODUCTS:
             if ids is ALL:
                 self._products.clear()
+                for product_id in [k for k in self._reading if isinstance(k, ObjectId)]:
+                    del self._reading[product_id]
             else:
                 for product_id in ids:
                     self._products.pop(product_id, None)
+                    self._reading.pop(product_id, None)
         elif collection == DISCOUNTS:
             self._automatic = None
             self._codes.clear()
+            for key in [k for k in self._reading if not isinstance(k, ObjectId)]:
+                del self._reading[key]
 
 
 _WRITES = {"insert": "documents", "update": "updates", "delete": "deletes", "findAndModify": ""}

@@ -22,6 +22,7 @@ from shop.catalog_cache import CatalogCache
 from shop.discounts.models import Discount
 from shop.kit.config import AppSettings
 from shop.orders.models import Order
+from tests.conftest import CommandLog
 from tests.factories import (
     Account,
     add_to_cart,
@@ -242,3 +243,63 @@ async def test_a_read_between_a_transaction_write_and_its_commit_is_dropped_at_c
     await place_order(client, buyer, (product, 1))
     assert seen_inside == [True]  # the reservation was not committed yet
     assert line_of(await view_cart(client, waiting))["in_stock"] is False
+
+
+async def test_views_that_miss_the_same_entries_at_once_share_one_read(
+    client: AsyncClient, app: FastAPI, clock: Clock, db_commands: CommandLog
+) -> None:
+    """When an entry expires under load, every request in flight misses it together: they
+    wait for one read of the products and one of the discounts, not one each."""
+    product, other = await make_product(price="10.00"), await make_product(price="4.00")
+    shoppers = [await make_user(app) for _ in range(10)]
+    for shopper in shoppers:
+        await add_to_cart(client, shopper, product, 1)
+        await add_to_cart(client, shopper, other, 2)
+    clock.now += app.state.catalog.max_age + 1  # every entry has expired
+
+    db_commands.clear()
+    carts = await asyncio.gather(*(view_cart(client, shopper) for shopper in shoppers))
+    reads = sorted(f"{name} {collection}" for name, collection in db_commands.commands)
+    assert reads == ["find carts"] * 10 + ["find discounts", "find products"]
+    assert {c["total"] for c in carts} == {"18.00"}
+
+
+async def test_a_request_after_a_write_does_not_wait_for_a_read_begun_before_it(
+    client: AsyncClient,
+    app: FastAPI,
+    clock: Clock,
+    monkeypatch: pytest.MonkeyPatch,
+    customer: Account,
+) -> None:
+    """A read in flight is shared only until this process writes what it reads: a view that
+    starts after an admin's price change reads the new price, while the read begun before
+    the change is still waiting for its answer."""
+    admin, second = await make_user(app, Role.admin), await make_user(app)
+    product = await make_product(price="10.00")
+    await add_to_cart(client, customer, product, 1)
+    await add_to_cart(client, second, product, 1)
+    app.state.catalog.forget("products", None)
+
+    read_done, release = asyncio.Event(), asyncio.Event()
+    real_many = Product.many
+
+    async def many_then_wait(ids: list[Any], session: Any = None) -> dict[Any, Product]:
+        found = await real_many(ids, session)
+        read_done.set()
+        await release.wait()
+        return found
+
+    monkeypatch.setattr(Product, "many", many_then_wait)
+    before = asyncio.create_task(view_cart(client, customer))
+    await read_done.wait()
+    monkeypatch.setattr(Product, "many", real_many)
+    patched = await client.patch(
+        f"/products/{product.id}", json={"price": "9.00"}, headers=admin.headers
+    )
+    assert patched.status_code == 200
+    after = await asyncio.wait_for(view_cart(client, second), timeout=5)
+    assert line_of(after)["unit_price"] == "9.00"
+    assert not before.done()  # still held: the view after the write did not wait for it
+    release.set()
+    assert line_of(await before)["unit_price"] == "10.00"
+    assert line_of(await view_cart(client, customer))["unit_price"] == "9.00"
