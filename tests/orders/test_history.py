@@ -9,6 +9,7 @@ from shop.cart.models import Cart, CartOwner
 from shop.orders.models import Order
 from shop.orders.service import number_unnumbered_orders
 from tests.conftest import CommandLog
+from tests.explain import plan_of
 from tests.factories import (
     Account,
     add_to_cart,
@@ -146,10 +147,11 @@ async def test_a_cursor_past_the_history_ranges_over_no_more_than_there_is(
 
 
 async def test_orders_stored_before_numbering_are_numbered_at_start_up(
-    client: AsyncClient, app: FastAPI, customer: Account
+    client: AsyncClient, app: FastAPI, customer: Account, db_commands: CommandLog
 ) -> None:
     """In the order they were placed, after what the customer's count already holds; the
-    history then shows them all, newest first."""
+    history then shows them all, newest first. Every start looks for such orders through an
+    index, not by reading every order."""
     product = await make_product(stock=20)
     placed = [await place_order(client, customer, (product, 1)) for _ in range(4)]
     orders = Order.get_pymongo_collection()
@@ -160,7 +162,11 @@ async def test_orders_stored_before_numbering_are_numbered_at_start_up(
     Cart.forget(CartOwner.customer(customer.id))
     assert await number_unnumbered_orders() == 4
     assert await numbers_of(customer) == [1, 2, 3, 4]
+    db_commands.clear()
     assert await number_unnumbered_orders() == 0
+    (looked,) = db_commands.sent
+    plan = await plan_of(orders.database, looked)
+    assert "IXSCAN" in plan and "COLLSCAN" not in plan, plan
     await place_order(client, customer, (product, 1))
     assert await numbers_of(customer) == [1, 2, 3, 4, 5]
     history = (await client.get("/order/history/", headers=customer.headers)).json()

@@ -219,6 +219,9 @@ class Order(VersionedDocument):
             # embedded server plans by an index only if it holds every field of the filter).
             IndexModel([("user_id", ASCENDING), ("number", DESCENDING)]),
             IndexModel([("user_id", ASCENDING), ("status", ASCENDING), ("number", DESCENDING)]),
+            # Orders stored before numbering, which every start looks for: without it, a
+            # scan of every order (2 s at 100,000 on the embedded server).
+            IndexModel([("number", ASCENDING)]),
             # The admins' view of one customer's orders, by date.
             IndexModel([("user_id", ASCENDING), ("created_at", DESCENDING), ("_id", DESCENDING)]),
             IndexModel(

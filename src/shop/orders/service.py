@@ -415,8 +415,9 @@ async def number_unnumbered_orders() -> int:
     orders and count move in a transaction of their own, so a start that stops half-way
     leaves every customer numbered or not, and the next start goes on."""
     orders = Order.get_pymongo_collection()
+    unnumbered = orders.find({"number": None}, {"_id": 0, "user_id": 1})  # by the index
     numbered = 0
-    for user_id in await orders.distinct("user_id", {"number": None}):
+    for user_id in {raw["user_id"] async for raw in unnumbered}:
         numbered += await in_transaction(partial(_number_orders_of, user_id))
     return numbered
 
