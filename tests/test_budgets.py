@@ -20,6 +20,7 @@ from shop.discounts.models import DiscountKind, DiscountScope
 from shop.kit.clock import ShiftedClock
 from shop.orders.models import Order
 from shop.orders.service import sweep_overdue, sweep_unsettled_payments
+from tests.cart.test_guest import guest_add, merge, start_guest_cart
 from tests.conftest import CommandLog
 from tests.explain import plan_of
 from tests.factories import (
@@ -400,3 +401,28 @@ async def test_every_write_is_addressed_by_a_key(
                 continue
             assert leading, (collection, statement["q"])
     assert writes > 30
+
+
+async def test_a_merge_is_one_transaction_whatever_the_guest_cart_holds(
+    client: AsyncClient, app: FastAPI, db_commands: CommandLog, customer: Account
+) -> None:
+    """The guest's cart read and ended, the customer's read and written once, whatever the
+    number of lines (the products come from the catalog cache)."""
+    products = [await make_product(stock=10) for _ in range(3)]
+    token = await start_guest_cart(client, products[0], 1)
+    for product in products[1:]:
+        assert (await guest_add(client, product, 2, token)).status_code == 200
+    merged = round_trips(db_commands, merge(client, customer, token))
+    assert await merged == [
+        "find guest_carts",
+        "delete guest_carts",
+        "find carts",
+        "update carts",
+        "commitTransaction",
+    ]
+    cart = await Cart.of_user(customer.id)
+    assert [(i.product_id, i.quantity) for i in cart.items] == [
+        (products[0].id, 1),
+        (products[1].id, 2),
+        (products[2].id, 2),
+    ]

@@ -13,17 +13,19 @@ from fastapi import FastAPI
 from httpx import ASGITransport, AsyncClient
 from pymongo.errors import OperationFailure
 
-from shop.cart.models import Cart
+from shop.cart.models import Cart, GuestCart
 from shop.kit.clock import ShiftedClock
 from shop.orders.models import Order, OrderStatus, PendingOrder
 from shop.payments.mock import ProviderCharge, ProviderRefund
 from shop.returns.models import ReturnRequest, ReturnStatus
 from shop.returns.service import REFUND_RETRY_AFTER, retry_refunds
+from tests.cart.test_guest import guest_add, merge, quantities, start_guest_cart
 from tests.factories import (
     Account,
     add_to_cart,
     make_paid_order,
     make_product,
+    make_user,
     request_return,
     stock_of,
 )
@@ -151,3 +153,25 @@ async def test_a_failure_after_approval_is_completed_later_without_refunding_twi
     # The failed request forgot its key: retrying it finds the units already returned.
     again = await request_return(client, customer, order["id"], (product, 2), key=key)
     assert again.json()["code"] == "return_not_allowed"
+
+
+async def test_a_failure_part_way_through_a_merge_loses_no_guest_line(
+    client: AsyncClient, app: FastAPI
+) -> None:
+    """The guest's cart ends only with its lines in the customer's: a merge that fails
+    after the guest's cart was taken leaves it whole, and the next merge brings every line."""
+    first, second = await make_product(stock=10), await make_product(stock=10)
+    token = await start_guest_cart(client, first, 2)
+    assert (await guest_add(client, second, 3, token)).status_code == 200
+    customer = await make_user(app)
+    async with fail_point(["update"], {"times": 1}, errorCode=2):
+        failed = await merge(client, customer, token)
+    assert failed.status_code == 500
+    assert await quantities(customer) == {}
+    (left,) = await GuestCart.find_all().to_list()
+    assert [(i.product_id, i.quantity) for i in left.items] == [(first.id, 2), (second.id, 3)]
+
+    merged = await merge(client, customer, token)
+    assert merged.status_code == 200, merged.text
+    assert await quantities(customer) == {str(first.id): 2, str(second.id): 3}
+    assert await GuestCart.find_all().count() == 0

@@ -215,10 +215,10 @@ class Cart(Document):
         return {"revision": ObjectId(), **owner.touched(now)}
 
     @classmethod
-    async def of(cls, owner: CartOwner) -> "Cart":
+    async def of(cls, owner: CartOwner, session: AsyncClientSession | None = None) -> "Cart":
         """The owner's cart: a customer's, or an unsaved empty one if they never had one; a
         guest's, or 404 once it expired (or never was)."""
-        raw = await cls.collection_of(owner).find_one(owner.key(utcnow()))
+        raw = await cls.collection_of(owner).find_one(owner.key(utcnow()), session=session)
         if raw is None and owner.is_guest:
             raise CartNotFound(GUEST_CART_GONE)
         return cls(user_id=owner.user_id) if raw is None else cls.read_as(owner, raw)
@@ -424,22 +424,41 @@ class Cart(Document):
         return cls.read_as(owner, raw)
 
     @classmethod
-    async def take_guest_cart(cls, owner: CartOwner) -> "Cart":
-        """End a guest's cart and return what it held: of merges of one cart, at once or
-        one after the other, one gets it and the others 404. It is removed only in the
-        revision it was read in (a change that lands in between is taken along on the next
-        try)."""
+    async def take_guest_cart(cls, owner: CartOwner, session: AsyncClientSession) -> "Cart":
+        """End a guest's cart and return what it held, inside the merge's transaction: of
+        merges of one cart, at once or one after the other, one gets it and the others 404
+        (a concurrent merge, or a change to the guest's cart, is a write conflict, which
+        retries the transaction)."""
         carts = cls.collection_of(owner)
         cls.forget(owner)
-        for _ in range(10):
-            raw = await carts.find_one(owner.key(utcnow()))
-            if raw is None:
-                raise CartNotFound("No cart has this X-Cart-Token: it expired, or was merged")
-            as_read = {"_id": raw["_id"], "revision": raw.get("revision")}
-            if (await carts.delete_one(as_read)).deleted_count == 1:
-                cart: Cart = cls.model_validate(raw)
-                return cart
-        raise CartBusy()
+        raw = await carts.find_one(owner.key(utcnow()), session=session)
+        if raw is None:
+            raise CartNotFound("No cart has this X-Cart-Token: it expired, or was merged")
+        await carts.delete_one({"_id": raw["_id"]}, session=session)
+        cart: Cart = cls.model_validate(raw)
+        return cart
+
+    @classmethod
+    async def store(cls, owner: CartOwner, cart: "Cart", session: AsyncClientSession) -> None:
+        """Write ``cart``'s lines and code as the owner's cart, with a new revision, inside the
+        caller's transaction: a change to the cart since the transaction read it is a write
+        conflict, which retries the transaction."""
+        now = utcnow()
+        revised = cls.new_revision(owner, now)
+        await cls.collection_of(owner).update_one(
+            owner.key(now),
+            {
+                "$set": {
+                    "items": [item.model_dump() for item in cart.items],
+                    "discount_code": cart.discount_code,
+                    **revised,
+                },
+                "$setOnInsert": owner.on_insert(),
+            },
+            upsert=not owner.is_guest,
+            session=session,
+        )
+        cart.revision, cart.updated_at = revised["revision"], now
 
     @classmethod
     async def check_out(

@@ -16,6 +16,7 @@ from shop.cart.models import (
 from shop.catalog.models import Product
 from shop.discounts.models import Discount, DiscountNotFound, DiscountScope, DiscountUsage
 from shop.kit.clock import utcnow
+from shop.kit.db import in_transaction
 from shop.pricing import PricingContext, Quote, price
 
 
@@ -147,53 +148,60 @@ class Merged(NamedTuple):
 async def merge_guest_cart(
     user_id: PydanticObjectId, guest: CartOwner, catalog: CatalogReader, limits: CartLimits
 ) -> Merged:
-    """Move a guest's lines into the customer's cart, then the guest's cart is gone.
+    """Move a guest's lines into the customer's cart, and end the guest's cart: in one
+    transaction, so that a failure part-way leaves both carts as they were, and a second
+    merge of the same token, at once or later, finds nothing (no line counts twice).
 
-    The guest's cart is ended first (``take_guest_cart``): a second merge of the same token,
-    at once or later, finds nothing, so no line is counted twice. Each line is then added as
-    the customer's own adds are, quantities of the same product adding up; what the product's
+    Quantities of the same product add up, as the customer's own adds do; what the product's
     stock or the cart's limits do not allow is capped, and the answer says so. The guest's
-    promo code comes along when the customer's cart has none.
+    promo code comes along when the customer's cart has none. An add of the customer's that
+    lands meanwhile is a write conflict, which retries the transaction: it is counted too.
     """
-    taken = await Cart.take_guest_cart(guest)
     owner = CartOwner.customer(user_id)
-    products = await catalog.products([line.product_id for line in taken.items])
-    cart = await Cart.of(owner)
-    capped: list[MergedLine] = []
-    left_out: list[MergedLine] = []
-    for line in taken.items:
-        product = products.get(line.product_id)
-        if product is None or not product.is_visible_to(admin=False):
-            left_out.append(MergedLine(line.product_id, line.quantity, 0, "product_unavailable"))
-            continue
-        added, reason, cart = await _add_what_fits(owner, product, line.quantity, limits, cart)
-        if added < line.quantity:
-            merged = MergedLine(line.product_id, line.quantity, added, reason or "")
-            (capped if added else left_out).append(merged)
-    if taken.discount_code is not None and cart.discount_code is None:
-        cart = await Cart.set_discount_code(owner, taken.discount_code)
-    return Merged(cart, capped, left_out)
+
+    async def merge(session: AsyncClientSession) -> Merged:
+        taken = await Cart.take_guest_cart(guest, session)
+        cart = await Cart.of(owner, session)
+        products = await catalog.products([line.product_id for line in taken.items])
+        merged = cart.model_copy(update={"updated_at": utcnow()})
+        capped: list[MergedLine] = []
+        left_out: list[MergedLine] = []
+        for line in taken.items:
+            product = products.get(line.product_id)
+            if product is None or not product.is_visible_to(admin=False):
+                left_out.append(
+                    MergedLine(line.product_id, line.quantity, 0, "product_unavailable")
+                )
+                continue
+            added, reason = _add_what_fits(merged, product, line.quantity, limits)
+            if added < line.quantity:
+                went = MergedLine(line.product_id, line.quantity, added, reason or "")
+                (capped if added else left_out).append(went)
+        if merged.discount_code is None:
+            merged.discount_code = taken.discount_code
+        await Cart.store(owner, merged, session)
+        return Merged(merged, capped, left_out)
+
+    result = await in_transaction(merge)
+    result.cart.remember(owner)  # as committed: the next add is one update
+    return result
 
 
-async def _add_what_fits(
-    owner: CartOwner, product: Product, wanted: int, limits: CartLimits, cart: Cart
-) -> tuple[int, str | None, Cart]:
-    """Add as many of ``wanted`` units as the stock and the cart's limits allow now."""
+def _add_what_fits(
+    cart: Cart, product: Product, wanted: int, limits: CartLimits
+) -> tuple[int, str | None]:
+    """Add to ``cart`` as many of ``wanted`` units as the stock and its limits allow."""
     assert product.id is not None
-    reason: str | None = None
-    for _ in range(5):
-        held = cart.quantity_of(product.id)
-        by_stock, by_line = product.stock - held, limits.line_quantity - held
-        take = min(wanted, by_stock, by_line)
-        if take < wanted:
-            short = by_stock <= by_line
-            reason = InsufficientStock.code if short else LineQuantityExceeded.code
-        if take <= 0:
-            return 0, reason, cart
-        try:
-            return take, reason, await Cart.add_item(owner, product, take, limits)
-        except CartFull:
-            return 0, CartFull.code, cart
-        except (InsufficientStock, LineQuantityExceeded):
-            cart = await Cart.of(owner)  # the customer added meanwhile: fit it again
-    return 0, InsufficientStock.code, cart
+    held = cart.quantity_of(product.id)
+    by_stock, by_line = product.stock - held, limits.line_quantity - held
+    take = min(wanted, by_stock, by_line)
+    reason = None
+    if take < wanted:
+        reason = InsufficientStock.code if by_stock <= by_line else LineQuantityExceeded.code
+    if take <= 0:
+        return 0, reason
+    try:
+        cart.add(product, take, limits)
+    except CartFull:
+        return 0, CartFull.code
+    return take, reason
