@@ -358,3 +358,36 @@ async def test_the_books_balance_with_stripe_paid_orders_among_the_others(
     assert paid == {"mock", "stripe"}, paid  # both providers took money
     assert await audit(stripe.provider) == []
     assert await audit() != []  # without Stripe's side, its orders have no charge
+
+
+async def test_an_attempt_stripe_cannot_be_asked_about_does_not_hold_up_the_others(
+    client: AsyncClient,
+    customer: Account,
+    stripe: Stripe,
+    clock: ShiftedClock,
+    app: FastAPI,
+    settings: AppSettings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    product = await make_product(price="6.50", stock=5)
+    orders = [await place_order(client, customer, (product, 1)) for _ in range(2)]
+    for order in orders:
+        waiting = await pay_by_stripe(
+            client, customer, order["id"], await stripe.card("authentication")
+        )
+        await stripe.authenticate(waiting.json()["next_action"], success=True)  # no webhook
+    real_retrieve = stripe.provider.retrieve
+
+    async def unreachable_for_the_first(key: str) -> Any:
+        if orders[0]["id"] in key:
+            raise ProviderUnavailable()
+        return await real_retrieve(key)
+
+    monkeypatch.setattr(stripe.provider, "retrieve", unreachable_for_the_first)
+    clock.advance(settings.payment_hold_seconds + 1)
+    hold = timedelta(seconds=settings.payment_hold_seconds)
+    assert await sweep_unsettled_payments(app.state.payment_providers, hold) == 1
+    first, second = [await Order.get(order["id"]) for order in orders]
+    assert first is not None and first.status is OrderStatus.pending_payment
+    assert first.payment_in_progress is not None  # asked again at the next sweep
+    assert second is not None and second.status is OrderStatus.paid

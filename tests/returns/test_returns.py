@@ -3,8 +3,10 @@ import uuid
 from collections.abc import Iterator
 from datetime import timedelta
 from decimal import Decimal
+from typing import Any
 
 import pytest
+from beanie import PydanticObjectId
 from fastapi import FastAPI
 from httpx import AsyncClient
 
@@ -13,6 +15,7 @@ from shop.kit.clock import ShiftedClock
 from shop.kit.config import AppSettings
 from shop.orders.models import Order, OrderStatus
 from shop.payments.mock import MockProvider, ProviderRefund
+from shop.payments.provider import ProviderUnavailable
 from shop.returns.models import ReturnRequest
 from shop.returns.service import REFUND_RETRY_AFTER, retry_refunds
 from tests.factories import (
@@ -311,3 +314,42 @@ async def test_an_order_without_returns_has_an_empty_return_status(
         "refunded_total": "0.00",
         "returns": [],
     }
+
+
+async def test_a_refund_the_provider_cannot_take_now_does_not_hold_up_the_others(
+    client: AsyncClient,
+    app: FastAPI,
+    provider: MockProvider,
+    clock: ShiftedClock,
+    customer: Account,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    product = await make_product(price="3.00", stock=5)
+    first = await make_paid_order(client, customer, (product, 1))
+    second = await make_paid_order(client, customer, (product, 1))
+    provider.refunds_unavailable = True
+    for order in (first, second):
+        pending = (await request_return(client, customer, order["id"], (product, 1))).json()
+        assert pending["status"] == "approved"
+    provider.refunds_unavailable = False
+    stuck = await ReturnRequest.find_one({"order_id": PydanticObjectId(first["id"])})
+    assert stuck is not None
+    real_refund = provider.refund
+
+    async def unreachable_for_the_first(**refund: Any) -> Any:
+        if refund["key"] == stuck.refund_key:
+            raise ProviderUnavailable()
+        return await real_refund(**refund)
+
+    monkeypatch.setattr(provider, "refund", unreachable_for_the_first)
+    clock.advance(REFUND_RETRY_AFTER.total_seconds())
+    assert await retry_refunds(app.state.payment_providers) == 1
+    statuses = {
+        order["id"]: (
+            await client.get(f"/order/{order['id']}/return_status/", headers=customer.headers)
+        ).json()["returns"][0]["status"]
+        for order in (first, second)
+    }
+    assert statuses == {first["id"]: "approved", second["id"]: "refunded"}
+    assert [r.amount for r in await refunds_for(second)] == [Decimal("3.00")]
+    assert await refunds_for(first) == []

@@ -547,7 +547,11 @@ async def sweep_unsettled_payments(providers: Providers, hold: timedelta, batch:
         attempt = order.payment_in_progress
         if attempt is None or attempt.provider not in providers:
             continue
-        charge = await providers[attempt.provider].retrieve(attempt.charge_key(order.id))
+        try:
+            charge = await providers[attempt.provider].retrieve(attempt.charge_key(order.id))
+        except ProviderUnavailable:  # asked again next sweep; the other orders go on
+            log.warning("could not reach %s about order %s", attempt.provider, order.id)
+            continue
         if charge is None or charge.status.waiting:
             continue  # nothing was charged, or the customer may still finish
         after = await _record_charge_on(order, charge, attempt.provider, providers)

@@ -26,7 +26,7 @@ from shop.kit.db import in_transaction
 from shop.kit.errors import ConcurrentUpdate
 from shop.orders.models import Order, OrderNotFound
 from shop.orders.service import Providers, read_and_settle
-from shop.payments.provider import RefundFailed
+from shop.payments.provider import ProviderUnavailable, RefundFailed
 from shop.returns.models import (
     RefundRecord,
     ReturnNotFound,
@@ -178,7 +178,10 @@ async def retry_refunds(providers: Providers, batch: int = 50) -> int:
     )
     done = 0
     for request in pending:
-        done += (await complete_refund(request, providers)).status is ReturnStatus.refunded
+        try:
+            done += (await complete_refund(request, providers)).status is ReturnStatus.refunded
+        except ProviderUnavailable:  # retried next sweep; the other returns go on
+            log.warning("could not reach the provider to refund return %s", request.id)
     return done
 
 
