@@ -93,7 +93,7 @@ class CatalogCache:
         unread = [i for i in missing if i not in self._reading]
         if unread:
             self._share(unread, self._read_products(unread, now))
-        for read in {id(r): r for r in (self._reading[i] for i in missing)}.values():
+        for read in dict.fromkeys(self._reading[i] for i in missing):  # each read once
             fetched: dict[PydanticObjectId, Product] = await asyncio.shield(read)
             found.update((i, fetched[i]) for i in missing if i in fetched)
         return found
