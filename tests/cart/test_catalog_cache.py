@@ -66,6 +66,30 @@ def line_of(cart: dict[str, Any]) -> dict[str, Any]:
     return dict(line)
 
 
+class HeldRead:
+    """``Product.many`` held once it has its answer, until ``release()``: a forced
+    interleaving. Only the first read is held; ``started()`` waits for it."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.read_done, self._released = asyncio.Event(), asyncio.Event()
+        self._monkeypatch, self._real = monkeypatch, Product.many
+
+        async def many_then_wait(ids: list[Any], session: Any = None) -> dict[Any, Product]:
+            found = await self._real(ids, session)
+            self.read_done.set()
+            await self._released.wait()
+            return found
+
+        monkeypatch.setattr(Product, "many", many_then_wait)
+
+    async def started(self) -> None:
+        await self.read_done.wait()
+        self._monkeypatch.setattr(Product, "many", self._real)  # later reads go through
+
+    def release(self) -> None:
+        self._released.set()
+
+
 async def test_a_price_changed_elsewhere_shows_in_the_cart_within_the_bound(
     client: AsyncClient, app: FastAPI, clock: Clock, elsewhere: Any, customer: Account
 ) -> None:
@@ -201,24 +225,14 @@ async def test_a_read_that_overlaps_a_write_does_not_store_what_it_read(
     await add_to_cart(client, customer, product, 1)
     app.state.catalog.forget("products", None)
 
-    read_done, write_done = asyncio.Event(), asyncio.Event()
-    real_many = Product.many
-
-    async def many_then_wait(ids: list[Any], session: Any = None) -> dict[Any, Product]:
-        found = await real_many(ids, session)
-        read_done.set()
-        await write_done.wait()
-        return found
-
-    monkeypatch.setattr(Product, "many", many_then_wait)
+    held = HeldRead(monkeypatch)
     view = asyncio.create_task(view_cart(client, customer))
-    await read_done.wait()
-    monkeypatch.setattr(Product, "many", real_many)
+    await held.started()
     patched = await client.patch(
         f"/products/{product.id}", json={"price": "9.00"}, headers=admin.headers
     )
     assert patched.status_code == 200
-    write_done.set()
+    held.release()
     assert line_of(await view)["unit_price"] == "10.00"  # read before the write: fine once
     assert line_of(await view_cart(client, customer))["unit_price"] == "9.00"  # never again
 
@@ -280,19 +294,9 @@ async def test_a_request_after_a_write_does_not_wait_for_a_read_begun_before_it(
     await add_to_cart(client, second, product, 1)
     app.state.catalog.forget("products", None)
 
-    read_done, release = asyncio.Event(), asyncio.Event()
-    real_many = Product.many
-
-    async def many_then_wait(ids: list[Any], session: Any = None) -> dict[Any, Product]:
-        found = await real_many(ids, session)
-        read_done.set()
-        await release.wait()
-        return found
-
-    monkeypatch.setattr(Product, "many", many_then_wait)
+    held = HeldRead(monkeypatch)
     before = asyncio.create_task(view_cart(client, customer))
-    await read_done.wait()
-    monkeypatch.setattr(Product, "many", real_many)
+    await held.started()
     patched = await client.patch(
         f"/products/{product.id}", json={"price": "9.00"}, headers=admin.headers
     )
@@ -300,6 +304,6 @@ async def test_a_request_after_a_write_does_not_wait_for_a_read_begun_before_it(
     after = await asyncio.wait_for(view_cart(client, second), timeout=5)
     assert line_of(after)["unit_price"] == "9.00"
     assert not before.done()  # still held: the view after the write did not wait for it
-    release.set()
+    held.release()
     assert line_of(await before)["unit_price"] == "10.00"
     assert line_of(await view_cart(client, customer))["unit_price"] == "9.00"
