@@ -3,6 +3,7 @@ idempotent and each document moves once."""
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
 from shop.kit import metrics
@@ -13,22 +14,30 @@ log = logging.getLogger(__name__)
 
 
 async def sweep_once(providers: Providers, hold: timedelta) -> None:
+    """Each step once. A step that fails is tried again at the next sweep, and the steps
+    after it still run: one order or return that always fails holds up no other kind."""
     metrics.SWEEPS.inc()
-    if cancelled := await sweep_overdue(providers):
-        metrics.SWEPT.labels("overdue_orders").inc(cancelled)
-        log.info("settled %d overdue orders", cancelled)
-    if settled := await sweep_unsettled_payments(providers, hold):
-        metrics.SWEPT.labels("payments").inc(settled)
-        log.info("settled %d payments no webhook reported", settled)
-    if refunded := await retry_refunds(providers):
-        metrics.SWEPT.labels("refunds").inc(refunded)
-        log.info("completed %d pending refunds", refunded)
+    steps: list[tuple[str, str, Callable[[], Awaitable[int]]]] = [
+        ("overdue_orders", "settled %d overdue orders", lambda: sweep_overdue(providers)),
+        (
+            "payments",
+            "settled %d payments no webhook reported",
+            lambda: sweep_unsettled_payments(providers, hold),
+        ),
+        ("refunds", "completed %d pending refunds", lambda: retry_refunds(providers)),
+    ]
+    for kind, done, step in steps:
+        try:
+            moved = await step()
+        except Exception:
+            log.exception("sweeping %s failed; the next sweep tries again", kind)
+            continue
+        if moved:
+            metrics.SWEPT.labels(kind).inc(moved)
+            log.info(done, moved)
 
 
 async def run_sweeper(providers: Providers, every: float, hold: timedelta) -> None:
     while True:
         await asyncio.sleep(every)
-        try:
-            await sweep_once(providers, hold)
-        except Exception:
-            log.exception("sweep failed; trying again in %s s", every)
+        await sweep_once(providers, hold)

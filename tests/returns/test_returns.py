@@ -10,6 +10,7 @@ from beanie import PydanticObjectId
 from fastapi import FastAPI
 from httpx import AsyncClient
 
+from shop import background
 from shop.discounts.models import DiscountKind, DiscountScope
 from shop.kit.clock import ShiftedClock
 from shop.kit.config import AppSettings
@@ -353,3 +354,29 @@ async def test_a_refund_the_provider_cannot_take_now_does_not_hold_up_the_others
     assert statuses == {first["id"]: "approved", second["id"]: "refunded"}
     assert [r.amount for r in await refunds_for(second)] == [Decimal("3.00")]
     assert await refunds_for(first) == []
+
+
+async def test_a_sweep_step_that_fails_does_not_hold_up_the_steps_after_it(
+    client: AsyncClient,
+    app: FastAPI,
+    provider: MockProvider,
+    clock: ShiftedClock,
+    customer: Account,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    product = await make_product(price="5.00", stock=5)
+    order = await make_paid_order(client, customer, (product, 1))
+    provider.refunds_unavailable = True
+    pending = (await request_return(client, customer, order["id"], (product, 1))).json()
+    assert pending["status"] == "approved"
+    provider.refunds_unavailable = False
+
+    async def broken(*_: Any) -> int:
+        raise RuntimeError("an order the sweeper cannot settle")
+
+    monkeypatch.setattr(background, "sweep_overdue", broken)  # the first step, every time
+    clock.advance(REFUND_RETRY_AFTER.total_seconds())
+    await background.sweep_once(app.state.payment_providers, timedelta(seconds=30))
+    assert [r.amount for r in await refunds_for(order)] == [Decimal("5.00")]
+    assert "sweeping overdue_orders failed" in caplog.text
