@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from httpx import AsyncClient
 
 from shop.audit import audit
+from shop.background import sweep_once
 from shop.kit.clock import ShiftedClock
 from shop.kit.config import AppSettings
 from shop.orders.models import Order, OrderStatus
@@ -391,3 +392,49 @@ async def test_an_attempt_stripe_cannot_be_asked_about_does_not_hold_up_the_othe
     assert first is not None and first.status is OrderStatus.pending_payment
     assert first.payment_in_progress is not None  # asked again at the next sweep
     assert second is not None and second.status is OrderStatus.paid
+
+
+async def test_payments_made_through_stripe_wait_for_it_once_its_key_is_removed(
+    client: AsyncClient,
+    customer: Account,
+    stripe: Stripe,
+    clock: ShiftedClock,
+    app: FastAPI,
+    settings: AppSettings,
+) -> None:
+    """The service restarted without its Stripe key: what needs Stripe waits for it, as when
+    Stripe cannot be reached, and nothing else does (no 500, no stuck sweeper)."""
+    product = await make_product(price="4.00", stock=10)
+    paid = await place_order(client, customer, (product, 2))
+    card = await stripe.card("succeeds")
+    payment_intent = (await pay_by_stripe(client, customer, paid["id"], card)).json()["payment"][
+        "payment_id"
+    ]
+    read, swept = [await place_order(client, customer, (product, 3)) for _ in range(2)]
+    for order in (read, swept):
+        await wait_for_customer(client, customer, stripe, order["id"])
+    with_stripe = app.state.payment_providers
+    app.state.payment_providers = {k: v for k, v in with_stripe.items() if k != "stripe"}
+    hold = timedelta(seconds=settings.payment_hold_seconds)
+
+    returned = await request_return(client, customer, paid["id"], (product, 1))
+    assert returned.status_code == 201, returned.text
+    assert returned.json()["status"] == "approved"  # taken; its refund waits for Stripe
+    clock.advance(PAST_THE_DEADLINE)
+    cancelled = await order_of(client, customer, read["id"])
+    assert (cancelled["status"], cancelled["status_history"][-1]["reason"]) == (
+        "cancelled",
+        "payment_timeout",
+    )
+    await sweep_once(app.state.payment_providers, hold)
+    stored = await Order.get(swept["id"])
+    assert stored is not None and stored.status is OrderStatus.cancelled
+    assert await stock_of(product) == 8  # both waiting orders' units are back
+    assert await stripe.refunds(payment_intent) == []
+
+    app.state.payment_providers = with_stripe  # the key is back
+    await sweep_once(app.state.payment_providers, hold)
+    [refund] = await stripe.refunds(payment_intent)
+    assert refund["amount"] == 400
+    status = await client.get(f"/order/{paid['id']}/return_status/", headers=customer.headers)
+    assert status.json()["returns"][0]["status"] == "refunded"

@@ -135,7 +135,7 @@ async def settle(order: Order, providers: Providers, now: datetime) -> Settled:
     """
     attempt = order.payment_in_progress
     if attempt is not None and not order.payment_is_running(now):
-        charge = await _stop_waiting(providers[attempt.provider], attempt.charge_key(order.id))
+        charge = await _stop_waiting(providers, attempt.provider, attempt.charge_key(order.id))
         if charge is not None and charge.status is ChargeStatus.succeeded:
             settled = await _settle_success(order, attempt, charge, providers, now)
             return Settled(settled, settled is order)  # or another reader settled it first
@@ -149,18 +149,28 @@ async def settle(order: Order, providers: Providers, now: datetime) -> Settled:
     return Settled(fresh, False)
 
 
-async def _stop_waiting(provider: PaymentProvider, key: str) -> Charge | None:
+async def _stop_waiting(providers: Providers, name: str, key: str) -> Charge | None:
     """The charge made with ``key``, cancelled at the provider if it still waits. None when
     there is none, or the provider cannot be reached now: a charge that succeeds after its
     order was cancelled is refunded when its news arrives (``record_charge``)."""
     try:
+        provider = provider_of(providers, name)
         charge = await provider.retrieve(key)
         if charge is not None and charge.status.waiting:
             charge = await provider.cancel(key)
     except ProviderUnavailable:
-        log.warning("could not reach %s about charge %s; settling without it", provider.name, key)
+        log.warning("could not reach %s about charge %s; settling without it", name, key)
         return None
     return charge
+
+
+def provider_of(providers: Providers, name: str) -> PaymentProvider:
+    """The provider a stored payment or attempt went through. One this service no longer
+    has (its key was removed since the payment) is, for that payment, a provider that cannot
+    be reached: what needs it waits for it, and nothing else does."""
+    if (provider := providers.get(name)) is None:
+        raise ProviderUnavailable(f"The payment provider {name!r} is not configured here")
+    return provider
 
 
 async def cancel_order(
@@ -545,10 +555,11 @@ async def sweep_unsettled_payments(providers: Providers, hold: timedelta, batch:
     moved = 0
     for order in asked:
         attempt = order.payment_in_progress
-        if attempt is None or attempt.provider not in providers:
+        if attempt is None:
             continue
         try:
-            charge = await providers[attempt.provider].retrieve(attempt.charge_key(order.id))
+            provider = provider_of(providers, attempt.provider)
+            charge = await provider.retrieve(attempt.charge_key(order.id))
         except ProviderUnavailable:  # asked again next sweep; the other orders go on
             log.warning("could not reach %s about order %s", attempt.provider, order.id)
             continue

@@ -25,7 +25,7 @@ from shop.kit.config import AppSettings
 from shop.kit.db import in_transaction
 from shop.kit.errors import ConcurrentUpdate
 from shop.orders.models import Order, OrderNotFound
-from shop.orders.service import Providers, read_and_settle
+from shop.orders.service import Providers, provider_of, read_and_settle
 from shop.payments.provider import ProviderUnavailable, RefundFailed
 from shop.returns.models import (
     RefundRecord,
@@ -89,14 +89,14 @@ async def complete_refund(request: ReturnRequest, providers: Providers) -> Retur
         return request
     order = await Order.get(request.order_id)
     assert order is not None and order.payment is not None
-    provider = providers[order.payment.provider]
     try:
+        provider = provider_of(providers, order.payment.provider)
         refund = await provider.refund(
             key=request.refund_key,
             payment_id=order.payment.payment_id,
             amount=request.refund_amount,
         )
-    except RefundFailed:
+    except (RefundFailed, ProviderUnavailable):
         log.warning("refund for return %s failed; it stays approved and is retried", request.id)
         return request
     record = RefundRecord(
@@ -177,11 +177,8 @@ async def retry_refunds(providers: Providers, batch: int = 50) -> int:
         .to_list()
     )
     done = 0
-    for request in pending:
-        try:
-            done += (await complete_refund(request, providers)).status is ReturnStatus.refunded
-        except ProviderUnavailable:  # retried next sweep; the other returns go on
-            log.warning("could not reach the provider to refund return %s", request.id)
+    for request in pending:  # one the provider cannot take now stays approved; the rest go on
+        done += (await complete_refund(request, providers)).status is ReturnStatus.refunded
     return done
 
 
