@@ -30,6 +30,7 @@ async def sweep_once(providers: Providers, hold: timedelta) -> None:
         try:
             moved = await step()
         except Exception:
+            metrics.SWEEP_FAILURES.labels(kind).inc()
             log.exception("sweeping %s failed; the next sweep tries again", kind)
             continue
         if moved:

@@ -9,6 +9,7 @@ import pytest
 from beanie import PydanticObjectId
 from fastapi import FastAPI
 from httpx import AsyncClient
+from prometheus_client import REGISTRY
 
 from shop import background
 from shop.discounts.models import DiscountKind, DiscountScope
@@ -375,8 +376,16 @@ async def test_a_sweep_step_that_fails_does_not_hold_up_the_steps_after_it(
     async def broken(*_: Any) -> int:
         raise RuntimeError("an order the sweeper cannot settle")
 
+    def failures() -> float:
+        return (
+            REGISTRY.get_sample_value("shop_sweeper_failures_total", {"kind": "overdue_orders"})
+            or 0.0
+        )
+
+    failed_before = failures()
     monkeypatch.setattr(background, "sweep_overdue", broken)  # the first step, every time
     clock.advance(REFUND_RETRY_AFTER.total_seconds())
     await background.sweep_once(app.state.payment_providers, timedelta(seconds=30))
     assert [r.amount for r in await refunds_for(order)] == [Decimal("5.00")]
     assert "sweeping overdue_orders failed" in caplog.text
+    assert failures() == failed_before + 1

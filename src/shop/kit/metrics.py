@@ -45,7 +45,14 @@ MONEY = Counter(
 )
 SWEEPS = Counter("shop_sweeper_runs_total", "Runs of the background sweeper")
 SWEPT = Counter(
-    "shop_sweeper_settled_total", "What the sweeper settled: overdue orders, refunds", ["kind"]
+    "shop_sweeper_settled_total",
+    "What the sweeper settled: overdue orders, payments, refunds",
+    ["kind"],
+)
+SWEEP_FAILURES = Counter(
+    "shop_sweeper_failures_total",
+    "Sweeper steps that failed, to be tried at the next sweep",
+    ["kind"],
 )
 DB_DURATION = Histogram(
     "shop_db_command_duration_seconds",
