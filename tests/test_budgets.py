@@ -20,7 +20,7 @@ from shop.discounts.models import DiscountKind, DiscountScope
 from shop.kit.clock import ShiftedClock
 from shop.orders.models import Order
 from shop.orders.service import sweep_overdue, sweep_unsettled_payments
-from tests.cart.test_guest import guest_add, merge, start_guest_cart
+from tests.cart.test_guest import TOKEN, guest_add, merge, start_guest_cart
 from tests.conftest import CommandLog
 from tests.explain import plan_of
 from tests.factories import (
@@ -426,3 +426,33 @@ async def test_a_merge_is_one_transaction_whatever_the_guest_cart_holds(
         (products[1].id, 2),
         (products[2].id, 2),
     ]
+
+
+async def test_a_guest_cart_is_addressed_by_an_index_from_its_first_add_to_its_merge(
+    client: AsyncClient, db_commands: CommandLog, customer: Account
+) -> None:
+    """Every command on guests' carts names the cart by its token's hash (unique), and its
+    reads by the hash and the expiry, which one index holds; the merge deletes it by
+    ``_id``. However many guests' carts there are, each touches one."""
+    product = await make_product(stock=10)
+    db_commands.clear()
+    token = await start_guest_cart(client, product, 1)
+    assert (await guest_add(client, product, 2, token)).status_code == 200
+    assert (await client.get("/cart/", headers={TOKEN: token})).status_code == 200
+    removed = await client.delete(
+        f"/cart/remove/?product_id={product.id}&quantity=1", headers={TOKEN: token}
+    )
+    assert removed.status_code == 200, removed.text
+    assert (await merge(client, customer, token)).status_code == 200
+    sent = [c for c in db_commands.sent if next(iter(c.values())) == "guest_carts"]
+    assert sorted({next(iter(c)) for c in sent}) == ["delete", "find", "insert", "update"]
+    database = Order.get_pymongo_collection().database
+    for command in sent:
+        name = next(iter(command))
+        if name == "find":
+            assert sorted(command["filter"]) == ["expires_at", "guest"], command
+            plan = await plan_of(database, command)
+            assert "IXSCAN" in plan and "COLLSCAN" not in plan, plan
+        for statement in command.get("updates", []) + command.get("deletes", []):
+            first, value = next(iter(statement["q"].items()))
+            assert first in ("guest", "_id") and not isinstance(value, dict), statement
