@@ -123,8 +123,11 @@ TAGS = [
 
 
 def payment_providers(settings: AppSettings) -> dict[str, PaymentProvider]:
-    """The simulated provider always; Stripe when its secret key is set."""
-    providers: dict[str, PaymentProvider] = {"mock": MockProvider()}
+    """The simulated provider outside production (``SHOP_SIMULATED_PAYMENTS``); Stripe when
+    its secret key is set."""
+    providers: dict[str, PaymentProvider] = {}
+    if settings.offers_simulated_payments:
+        providers["mock"] = MockProvider()
     if settings.stripe_secret_key is not None:
         providers["stripe"] = StripeProvider(
             settings.stripe_secret_key.get_secret_value(),
@@ -175,6 +178,10 @@ def create_app(settings: AppSettings | None = None) -> FastAPI:
                     timedelta(seconds=settings.payment_hold_seconds),
                 )
             )
+            if offered := ", ".join(app.state.payment_providers):
+                log.info("payments through %s", offered)
+            else:
+                log.warning("no payment provider: set SHOP_STRIPE_SECRET_KEY to take payments")
             base = f"http://{settings.host}:{settings.port}"
             log.info("ready: the API answers at %s/ and its docs at %s/docs", base, base)
             yield

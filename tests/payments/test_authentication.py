@@ -3,10 +3,14 @@ by the development endpoint that stands in for the browser."""
 
 from typing import Any
 
+import pytest
+from fastapi import FastAPI
 from httpx import AsyncClient
+from pydantic import SecretStr, ValidationError
 
 from shop.kit.clock import ShiftedClock
 from shop.kit.config import AppSettings
+from shop.main import payment_providers
 from shop.orders.models import Order, OrderStatus
 from shop.payments.provider import ChargeStatus
 from tests.factories import (
@@ -105,3 +109,44 @@ async def test_the_deadline_cancels_a_payment_still_waiting_and_its_order(
     assert await stock_of(product) == 3
     stored = await Order.get(order["id"])
     assert stored is not None and stored.status is OrderStatus.cancelled
+
+
+def test_the_simulated_provider_is_offered_in_development_only() -> None:
+    key = SecretStr("k" * 40)
+    development = AppSettings(environment="development", stripe_secret_key=None)
+    assert set(payment_providers(development)) == {"mock"}
+    off = development.model_copy(update={"simulated_payments": False})
+    assert payment_providers(off) == {}
+    production = AppSettings(environment="production", secret_key=key)
+    assert payment_providers(production) == {}
+    stripe = SecretStr("sk_test_shop")
+    with_stripe = AppSettings(environment="production", secret_key=key, stripe_secret_key=stripe)
+    assert set(payment_providers(with_stripe)) == {"stripe"}
+    with pytest.raises(ValidationError, match="SHOP_SIMULATED_PAYMENTS"):
+        AppSettings(environment="production", secret_key=key, simulated_payments=True)
+
+
+async def test_in_production_no_order_is_paid_by_the_simulated_provider(
+    client: AsyncClient, app: FastAPI, customer: Account
+) -> None:
+    """A customer who names the simulated provider in production is refused as for any
+    provider the service does not offer, and its 3-D Secure stand-in is not served."""
+    order = await place_order(client, customer, (await make_product(price="4.50"), 2))
+    waiting = await pay(client, customer, order["id"], NEEDS_AUTHENTICATION)
+    assert waiting.status_code == 202, waiting.text
+    development = app.state.payment_providers
+    production = AppSettings(environment="production", secret_key=SecretStr("k" * 40))
+    app.state.payment_providers = payment_providers(production)
+    try:
+        refused = await pay(client, customer, order["id"], "pm_card_visa")
+        problem = assert_problem(refused, 422, "validation_error")
+        assert problem["errors"][0]["field"] == "provider"
+        finished = await authenticate(client, waiting.json()["next_action"], success=True)
+        assert_problem(finished, 404, "payment_not_found")
+    finally:
+        app.state.payment_providers = development
+    stored = await Order.get(order["id"])
+    assert stored is not None and stored.status is OrderStatus.pending_payment
+    assert stored.payment is None
+    [charge] = await charges_for(order["id"])
+    assert charge.status is ChargeStatus.requires_action

@@ -36,6 +36,9 @@ class AppSettings(BaseSettings):
     # with the provider after this, by whoever next reads the order or by the sweeper.
     payment_hold_seconds: float = Field(default=30, gt=0)
     sweep_interval_seconds: float = Field(default=30, gt=0)
+    # The simulated provider, as `provider: "mock"`: unset, it is offered in development and
+    # never in production, where an order it "paid" would be an order given away.
+    simulated_payments: bool | None = None
     # Stripe, as `provider: "stripe"`, when its secret key is set (sk_test_... for test
     # mode). Webhooks are checked with the endpoint's signing secret (whsec_...). The API
     # base is Stripe's unless pointed elsewhere (the tests' localstripe).
@@ -107,6 +110,12 @@ class AppSettings(BaseSettings):
             return self.log_format
         return "json" if self.environment == "production" else "text"
 
+    @property
+    def offers_simulated_payments(self) -> bool:
+        if self.simulated_payments is not None:
+            return self.simulated_payments
+        return self.environment != "production"
+
     @field_validator("trusted_proxies", mode="before")
     @classmethod
     def _comma_separated(cls, value: object) -> object:
@@ -120,6 +129,8 @@ class AppSettings(BaseSettings):
             raise ValueError("SHOP_SECRET_KEY must be set when SHOP_ENVIRONMENT=production")
         if self.environment == "production" and self.dev_admin:
             raise ValueError("SHOP_DEV_ADMIN is for development; set SHOP_ADMIN_* instead")
+        if self.environment == "production" and self.simulated_payments:
+            raise ValueError("SHOP_SIMULATED_PAYMENTS is for development: it pays for nothing")
         return self
 
     def dev_admin_password(self) -> str:
