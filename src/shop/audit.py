@@ -2,7 +2,8 @@
 
 Goods: for every product, what is in stock, plus what unpaid orders hold, plus what paid
 orders keep (sold and not returned) is every unit the shop ever received.
-Money: every order adds up; a paid order has exactly one charge, for its total; an unpaid
+Money: every order adds up; a paid order has exactly one charge, for its total (a free one
+none, and its payment says it charged nothing); an unpaid
 or cancelled one keeps no money; what an order refunded is what its refunded returns say,
 never more than it was paid. Every charge at the provider belongs to an order, every refund
 to a return (or voids a charge that came too late), and no charge is refunded beyond what
@@ -26,7 +27,7 @@ from shop.catalog.models import Product
 from shop.kit.money import ZERO
 from shop.orders.models import Order, OrderStatus
 from shop.payments.mock import ProviderCharge, ProviderRefund
-from shop.payments.provider import ChargeStatus
+from shop.payments.provider import NOTHING, ChargeStatus
 from shop.payments.stripe_provider import StripeIntent, StripeProvider
 from shop.returns.models import ReturnRequest, ReturnStatus
 
@@ -180,7 +181,10 @@ def _payments(
             if payment is None:
                 found.append(Violation("order_payment", subject, f"{order.status} with no payment"))
                 continue
-            if [c.payment_id for c in kept] != [payment.payment_id]:
+            charged = [] if payment.payment_id.startswith(NOTHING) else [payment.payment_id]
+            if Decimal(order.total) > 0 and not charged:
+                found.append(Violation("order_payment", subject, "charged nothing for a total"))
+            if [c.payment_id for c in kept] != charged:
                 found.append(
                     Violation(
                         "order_payment",

@@ -8,12 +8,13 @@ from bson import ObjectId
 from fastapi import FastAPI
 from httpx import AsyncClient
 
+from shop.audit import audit
 from shop.discounts.models import DiscountKind, DiscountScope
 from shop.idempotency import RUNNING_LEASE, IdempotencyRecord, fingerprint
 from shop.kit.clock import utcnow
 from shop.orders.models import Order, OrderStatus, PendingOrder
 from shop.orders.schemas import PayRequest
-from shop.payments.mock import ProviderCharge
+from shop.payments.mock import ProviderCharge, ProviderRefund
 from shop.payments.provider import ChargeStatus
 from tests.factories import (
     Account,
@@ -24,6 +25,8 @@ from tests.factories import (
     make_user,
     pay,
     place_order,
+    request_return,
+    stock_of,
 )
 
 HOLD = timedelta(seconds=30)
@@ -186,15 +189,28 @@ async def test_payment_input_is_validated(client: AsyncClient, customer: Account
     assert await ProviderCharge.count() == 0
 
 
-async def test_a_fully_discounted_order_is_paid_with_a_zero_charge(
+async def test_a_free_order_is_paid_and_returned_without_the_provider(
     client: AsyncClient, customer: Account
 ) -> None:
+    """A fully discounted order: nothing to charge, so no charge is made (Stripe takes none
+    below 0.50); returning it gives back nothing, through no provider either."""
     await make_discount(scope=DiscountScope.cart, kind=DiscountKind.percent, value="100")
-    order = await place_order(client, customer, (await make_product(price="3.00"), 1))
+    product = await make_product(price="3.00", stock=5)
+    order = await place_order(client, customer, (product, 1))
     assert order["total"] == "0.00"
     paid = await pay(client, customer, order["id"])
+    assert paid.status_code == 200, paid.text
+    payment = paid.json()["payment"]
     assert paid.json()["status"] == "paid"
-    assert [c.amount for c in await charges_for(order["id"])] == [Decimal("0.00")]
+    assert (payment["amount"], payment["provider"]) == ("0.00", "mock")
+    assert await charges_for(order["id"]) == []
+    returned = await request_return(client, customer, order["id"], (product, 1))
+    assert (returned.json()["status"], returned.json()["refund_amount"]) == ("refunded", "0.00")
+    assert await ProviderRefund.count() == 0
+    stored = await Order.get(order["id"])
+    assert stored is not None and stored.status is OrderStatus.returned
+    assert await stock_of(product) == 5
+    assert await audit() == []
 
 
 async def test_a_key_left_running_by_a_stopped_process_is_taken_over_after_its_lease(

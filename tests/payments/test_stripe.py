@@ -14,6 +14,7 @@ from httpx import AsyncClient
 
 from shop.audit import audit
 from shop.background import sweep_once
+from shop.discounts.models import DiscountKind, DiscountScope
 from shop.kit.clock import ShiftedClock
 from shop.kit.config import AppSettings
 from shop.orders.models import Order, OrderStatus
@@ -24,6 +25,7 @@ from shop.payments.stripe_provider import StripeIntent, StripeRefund
 from tests.factories import (
     Account,
     assert_problem,
+    make_discount,
     make_product,
     make_user,
     pay,
@@ -438,3 +440,30 @@ async def test_payments_made_through_stripe_wait_for_it_once_its_key_is_removed(
     assert refund["amount"] == 400
     status = await client.get(f"/order/{paid['id']}/return_status/", headers=customer.headers)
     assert status.json()["returns"][0]["status"] == "refunded"
+
+
+async def test_a_free_order_and_a_free_line_go_through_stripe_without_a_call_for_nothing(
+    client: AsyncClient, customer: Account, stripe: Stripe
+) -> None:
+    """Stripe takes no charge below 0.50 and no refund of 0: nothing to charge or give back
+    is not sent to it, and the books balance with what it has."""
+    paid_for = await make_product(price="6.00", stock=5)
+    gift = await make_product(price="2.00", stock=5)
+    await make_discount(
+        scope=DiscountScope.product, kind=DiscountKind.percent, value="100", product_ids=[gift.id]
+    )
+    card = await stripe.card("succeeds")
+    free = await place_order(client, customer, (gift, 1))
+    assert free["total"] == "0.00"
+    paid = await pay_by_stripe(client, customer, free["id"], card)
+    assert paid.status_code == 200, paid.text
+    assert (paid.json()["status"], paid.json()["payment"]["amount"]) == ("paid", "0.00")
+    assert await StripeIntent.count() == 0
+
+    order = await place_order(client, customer, (paid_for, 1), (gift, 1))
+    intent = (await pay_by_stripe(client, customer, order["id"], card)).json()["payment"]
+    assert intent["amount"] == "6.00"
+    returned = await request_return(client, customer, order["id"], (gift, 1))
+    assert (returned.json()["status"], returned.json()["refund_amount"]) == ("refunded", "0.00")
+    assert await stripe.refunds(intent["payment_id"]) == []
+    assert await audit(stripe.provider) == []

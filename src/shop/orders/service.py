@@ -254,13 +254,16 @@ async def pay_order(
             raise PaymentInProgress()
     attempt = order.payment_in_progress
     assert attempt is not None
-    charge = await provider.charge(
-        key=attempt.charge_key(order.id),
-        amount=order.total,
-        currency=order.currency,
-        method=method,
-        reference=str(order.id),
-    )
+    if order.total == 0:  # a free order: nothing to charge, so nothing is
+        charge = Charge.of_nothing(attempt.charge_key(order.id), order.currency, method, utcnow())
+    else:
+        charge = await provider.charge(
+            key=attempt.charge_key(order.id),
+            amount=order.total,
+            currency=order.currency,
+            method=method,
+            reference=str(order.id),
+        )
     if charge.status is ChargeStatus.failed:
         _declined(order, charge)
         order.payment_failed(attempt)
@@ -367,9 +370,10 @@ async def _settle_success(
 async def _void(order: Order, charge: Charge, provider: PaymentProvider, reason: str) -> None:
     """Refund in full a successful charge the order cannot take, and keep it on the order
     with the reason (once, however often the news of the charge arrives)."""
-    await provider.refund(
-        key=f"{charge.key}-void", payment_id=charge.payment_id, amount=charge.amount
-    )
+    if charge.amount > 0:
+        await provider.refund(
+            key=f"{charge.key}-void", payment_id=charge.payment_id, amount=charge.amount
+        )
     voided = {
         "payment_id": charge.payment_id,
         "provider": provider.name,

@@ -14,6 +14,10 @@ from enum import StrEnum
 from typing import Protocol
 
 from shop.kit.errors import Conflict, NotFound, ShopError, Unprocessable
+from shop.kit.money import ZERO
+
+# The id of a payment or a refund of nothing, which no provider made.
+NOTHING = "none-"
 
 
 class ChargeStatus(StrEnum):
@@ -92,6 +96,21 @@ class Charge:
     created_at: datetime
     next_action: NextAction | None = field(default=None, compare=False)
 
+    @classmethod
+    def of_nothing(cls, key: str, currency: str, method: str, at: datetime) -> "Charge":
+        """What paying nothing (a free order) takes: no charge at any provider, which may not
+        take one (Stripe's smallest is 0.50), so nothing of it to ask or to refund later."""
+        return cls(
+            payment_id=f"{NOTHING}{key}",
+            key=key,
+            amount=ZERO,
+            currency=currency,
+            method=method,
+            status=ChargeStatus.succeeded,
+            failure_code=None,
+            created_at=at,
+        )
+
     def raise_if_failed(self) -> None:
         if self.status is ChargeStatus.failed:
             refusal = DECLINE_ERRORS.get(self.failure_code or "", PaymentDeclined)
@@ -105,6 +124,11 @@ class Refund:
     payment_id: str
     amount: Decimal
     created_at: datetime
+
+    @classmethod
+    def of_nothing(cls, key: str, payment_id: str, at: datetime) -> "Refund":
+        """What giving back nothing (a return of free items) takes: no refund at the provider."""
+        return cls(f"{NOTHING}{key}", key, payment_id, ZERO, at)
 
 
 class PaymentProvider(Protocol):

@@ -24,9 +24,9 @@ from shop.kit.clock import utcnow
 from shop.kit.config import AppSettings
 from shop.kit.db import in_transaction
 from shop.kit.errors import ConcurrentUpdate
-from shop.orders.models import Order, OrderNotFound
+from shop.orders.models import Order, OrderNotFound, Payment
 from shop.orders.service import Providers, provider_of, read_and_settle
-from shop.payments.provider import ProviderUnavailable, RefundFailed
+from shop.payments.provider import ProviderUnavailable, Refund, RefundFailed
 from shop.returns.models import (
     RefundRecord,
     ReturnNotFound,
@@ -84,23 +84,28 @@ async def approve_return(request: ReturnRequest, providers: Providers) -> Return
     return await complete_refund(request, providers)
 
 
+async def _refund(request: ReturnRequest, payment: Payment, providers: Providers) -> Refund:
+    """The return's refund through the provider that took the payment; nothing to give back
+    (free items) goes through no provider."""
+    if request.refund_amount == 0:
+        return Refund.of_nothing(request.refund_key, payment.payment_id, utcnow())
+    return await provider_of(providers, payment.provider).refund(
+        key=request.refund_key, payment_id=payment.payment_id, amount=request.refund_amount
+    )
+
+
 async def complete_refund(request: ReturnRequest, providers: Providers) -> ReturnRequest:
     if request.status is not ReturnStatus.approved:
         return request
     order = await Order.get(request.order_id)
     assert order is not None and order.payment is not None
     try:
-        provider = provider_of(providers, order.payment.provider)
-        refund = await provider.refund(
-            key=request.refund_key,
-            payment_id=order.payment.payment_id,
-            amount=request.refund_amount,
-        )
+        refund = await _refund(request, order.payment, providers)
     except (RefundFailed, ProviderUnavailable):
         log.warning("refund for return %s failed; it stays approved and is retried", request.id)
         return request
     record = RefundRecord(
-        provider=provider.name,
+        provider=order.payment.provider,
         refund_id=refund.refund_id,
         amount=refund.amount,
         refunded_at=utcnow(),
