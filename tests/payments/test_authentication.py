@@ -1,6 +1,7 @@
 """The simulated provider's 3-D Secure: a payment that waits for the customer (202), finished
 by the development endpoint that stands in for the browser."""
 
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -8,10 +9,13 @@ from fastapi import FastAPI
 from httpx import AsyncClient
 from pydantic import SecretStr, ValidationError
 
+from shop.background import Sweeper
 from shop.kit.clock import ShiftedClock
 from shop.kit.config import AppSettings
 from shop.main import payment_providers
 from shop.orders.models import Order, OrderStatus
+from shop.orders.service import sweep_unsettled_payments
+from shop.payments.mock import MockProvider
 from shop.payments.provider import ChargeStatus
 from tests.factories import (
     Account,
@@ -150,3 +154,48 @@ async def test_in_production_no_order_is_paid_by_the_simulated_provider(
     assert stored.payment is None
     [charge] = await charges_for(order["id"])
     assert charge.status is ChargeStatus.requires_action
+
+
+async def test_customers_still_authenticating_keep_no_lost_payment_from_being_asked_about(
+    client: AsyncClient,
+    app: FastAPI,
+    customer: Account,
+    clock: ShiftedClock,
+    settings: AppSettings,
+) -> None:
+    """The sweep asks about one batch of attempts at a time, the oldest first, and the next
+    sweep goes on from where it ended: a success whose news was lost, behind a full batch of
+    customers still in 3-D Secure, is found at the next sweep, not at its order's deadline."""
+    settings.payment_timeout_seconds = 600
+    mock: MockProvider = app.state.payment_providers["mock"]
+    actions = []
+    for _ in range(3):
+        order = await place_order(client, customer, (await make_product(), 1))
+        waiting = await pay(client, customer, order["id"], NEEDS_AUTHENTICATION)
+        actions.append((order["id"], waiting.json()["next_action"]))
+        clock.advance(1)  # each attempt starts at a time of its own
+    lost_id, lost = actions[-1]
+    await mock.authenticate(lost["payment_id"], lost["client_secret"], True)  # no news of it
+    clock.advance(settings.payment_hold_seconds)
+    hold = timedelta(seconds=settings.payment_hold_seconds)
+
+    alone = await sweep_unsettled_payments(app.state.payment_providers, hold, batch=2)
+    assert alone.moved == 0  # the oldest two: customers still authenticating
+    assert alone == await sweep_unsettled_payments(app.state.payment_providers, hold, batch=2)
+
+    sweeper = Sweeper(app.state.payment_providers, hold, payments_batch=2)
+    await sweeper.sweep_once()  # the same two
+    unheard = await Order.get(lost_id)
+    assert unheard is not None and unheard.status is OrderStatus.pending_payment
+    await sweeper.sweep_once()  # the next: the lost success pays its order
+    stored = await Order.get(lost_id)
+    assert stored is not None and stored.status is OrderStatus.paid
+    for order_id, _ in actions[:-1]:
+        waiting_order = await Order.get(order_id)
+        assert waiting_order is not None and waiting_order.payment_in_progress is not None
+
+    oldest_id, oldest = actions[0]  # its customer finishes now, and this news is lost too
+    await mock.authenticate(oldest["payment_id"], oldest["client_secret"], True)
+    await sweeper.sweep_once()  # past the end, the walk starts again from the oldest
+    stored = await Order.get(oldest_id)
+    assert stored is not None and stored.status is OrderStatus.paid

@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from httpx import AsyncClient
 
 from shop.audit import audit
-from shop.background import sweep_once
+from shop.background import Sweeper
 from shop.discounts.models import DiscountKind, DiscountScope
 from shop.kit.clock import ShiftedClock
 from shop.kit.config import AppSettings
@@ -281,10 +281,11 @@ async def test_a_lost_webhook_is_settled_by_the_sweeper(
     action = waiting.json()["next_action"]
     await stripe.authenticate(action, success=True)  # its webhook goes nowhere
     hold = timedelta(seconds=settings.payment_hold_seconds)
-    assert await sweep_unsettled_payments(app.state.payment_providers, hold) == 0  # too soon
+    too_soon = await sweep_unsettled_payments(app.state.payment_providers, hold)
+    assert too_soon.moved == 0
 
     clock.advance(settings.payment_hold_seconds + 1)
-    assert await sweep_unsettled_payments(app.state.payment_providers, hold) == 1
+    assert (await sweep_unsettled_payments(app.state.payment_providers, hold)).moved == 1
     stored = await Order.get(order["id"])
     assert stored is not None and stored.status is OrderStatus.paid
     assert stored.payment is not None and stored.payment.payment_id == action["payment_id"]
@@ -389,7 +390,7 @@ async def test_an_attempt_stripe_cannot_be_asked_about_does_not_hold_up_the_othe
     monkeypatch.setattr(stripe.provider, "retrieve", unreachable_for_the_first)
     clock.advance(settings.payment_hold_seconds + 1)
     hold = timedelta(seconds=settings.payment_hold_seconds)
-    assert await sweep_unsettled_payments(app.state.payment_providers, hold) == 1
+    assert (await sweep_unsettled_payments(app.state.payment_providers, hold)).moved == 1
     first, second = [await Order.get(order["id"]) for order in orders]
     assert first is not None and first.status is OrderStatus.pending_payment
     assert first.payment_in_progress is not None  # asked again at the next sweep
@@ -428,14 +429,14 @@ async def test_payments_made_through_stripe_wait_for_it_once_its_key_is_removed(
         "cancelled",
         "payment_timeout",
     )
-    await sweep_once(app.state.payment_providers, hold)
+    await Sweeper(app.state.payment_providers, hold).sweep_once()
     stored = await Order.get(swept["id"])
     assert stored is not None and stored.status is OrderStatus.cancelled
     assert await stock_of(product) == 8  # both waiting orders' units are back
     assert await stripe.refunds(payment_intent) == []
 
     app.state.payment_providers = with_stripe  # the key is back
-    await sweep_once(app.state.payment_providers, hold)
+    await Sweeper(app.state.payment_providers, hold).sweep_once()
     [refund] = await stripe.refunds(payment_intent)
     assert refund["amount"] == 400
     status = await client.get(f"/order/{paid['id']}/return_status/", headers=customer.headers)

@@ -385,7 +385,7 @@ async def test_a_sweep_step_that_fails_does_not_hold_up_the_steps_after_it(
     failed_before = failures()
     monkeypatch.setattr(background, "sweep_overdue", broken)  # the first step, every time
     clock.advance(REFUND_RETRY_AFTER.total_seconds())
-    await background.sweep_once(app.state.payment_providers, timedelta(seconds=30))
+    await background.Sweeper(app.state.payment_providers, timedelta(seconds=30)).sweep_once()
     assert [r.amount for r in await refunds_for(order)] == [Decimal("5.00")]
     assert "sweeping overdue_orders failed" in caplog.text
     assert failures() == failed_before + 1

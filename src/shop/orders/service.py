@@ -540,22 +540,33 @@ async def sweep_overdue(providers: Providers, batch: int = 100) -> int:
     return settled
 
 
-async def sweep_unsettled_payments(providers: Providers, hold: timedelta, batch: int = 100) -> int:
-    """Ask the provider about every attempt older than the payment hold that no webhook
-    settled: a lost webhook still ends with the order paid, or payable again. Returns how
-    many orders this call moved."""
+class Swept(NamedTuple):
+    moved: int  # orders this call moved
+    last: datetime | None  # the start of the last attempt of a full batch; None: no more
+
+
+async def sweep_unsettled_payments(
+    providers: Providers, hold: timedelta, batch: int = 100, after: datetime | None = None
+) -> Swept:
+    """Ask the provider about attempts older than the payment hold that no webhook settled,
+    the oldest first and only those started ``after`` (a previous call's ``last``): a lost
+    webhook still ends with the order paid, or payable again. Walking on from where the last
+    batch ended, the sweeper reaches every attempt however many of the oldest still wait for
+    their customers (3-D Secure), each of which stays due."""
     now = utcnow()
+    started: dict[str, Any] = {"$lte": now - hold}
+    if after is not None:
+        started["$gt"] = after
     asked = (
         await Order.find(
-            {
-                "status": OrderStatus.pending_payment.value,
-                "payment_in_progress.started_at": {"$lte": now - hold},
-            }
+            {"status": OrderStatus.pending_payment.value, "payment_in_progress.started_at": started}
         )
         .sort("payment_in_progress.started_at")
         .limit(batch)
         .to_list()
     )
+    # Where the next call goes on from, read before the orders move: a full batch's last.
+    last = asked[-1].payment_in_progress if len(asked) == batch else None
     moved = 0
     for order in asked:
         attempt = order.payment_in_progress
@@ -569,6 +580,6 @@ async def sweep_unsettled_payments(providers: Providers, hold: timedelta, batch:
             continue
         if charge is None or charge.status.waiting:
             continue  # nothing was charged, or the customer may still finish
-        after = await _record_charge_on(order, charge, attempt.provider, providers)
-        moved += after.payment_in_progress is None
-    return moved
+        recorded = await _record_charge_on(order, charge, attempt.provider, providers)
+        moved += recorded.payment_in_progress is None
+    return Swept(moved, last.started_at if last else None)
