@@ -3,11 +3,10 @@
 Goods: for every product, what is in stock, plus what unpaid orders hold, plus what paid
 orders keep (sold and not returned) is every unit the shop ever received.
 Money: every order adds up; a paid order has exactly one charge, for its total (a free one
-none, and its payment says it charged nothing); an unpaid
-or cancelled one keeps no money; what an order refunded is what its refunded returns say,
-never more than it was paid. Every charge at the provider belongs to an order, every refund
-to a return (or voids a charge that came too late), and no charge is refunded beyond what
-it was.
+none, and its payment says it charged nothing); an unpaid or cancelled one keeps no money;
+what an order refunded is what its refunded returns say, never more than it was paid.
+Every charge at the provider belongs to an order, every refund to a return (or voids a
+charge that came too late), and no charge is refunded beyond what it was.
 
 The provider's side is what the simulated provider keeps, and what Stripe says of every
 PaymentIntent the shop made (and its refunds) when Stripe is configured.

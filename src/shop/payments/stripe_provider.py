@@ -146,7 +146,7 @@ class StripeProvider:
     ) -> Charge:
         self.check_method(method)
         if to_minor(amount) <= 0:
-            raise UnknownPaymentMethod("Stripe cannot charge nothing: pay a free order with mock")
+            raise UnknownPaymentMethod("Stripe cannot charge nothing")
         known = await StripeIntent.find_one(StripeIntent.key == key)
         try:
             if known is None:
