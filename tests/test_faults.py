@@ -140,7 +140,7 @@ async def test_a_failure_after_approval_is_completed_later_without_refunding_twi
     assert (paid.status, paid.refunded_total) == (OrderStatus.paid, 0)
 
     clock.advance(REFUND_RETRY_AFTER.total_seconds())
-    assert await retry_refunds(app.state.payment_providers) == 1
+    assert (await retry_refunds(app.state.payment_providers)).moved == 1
     returned = await Order.get(order["id"])
     assert returned is not None
     assert returned.status is OrderStatus.returned

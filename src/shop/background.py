@@ -14,14 +14,15 @@ log = logging.getLogger(__name__)
 
 
 class Sweeper:
-    """The steps of one sweep, and where the walk through unsettled payments goes on from
-    at the next (each sweep asks the provider about one batch of them)."""
+    """The steps of one sweep, and where the walks through unsettled payments and pending
+    refunds go on from at the next (each sweep takes one batch of each to the provider)."""
 
-    def __init__(self, providers: Providers, hold: timedelta, payments_batch: int = 100) -> None:
+    def __init__(self, providers: Providers, hold: timedelta, batch: int = 100) -> None:
         self.providers = providers
         self.hold = hold
-        self.payments_batch = payments_batch
+        self.batch = batch
         self._payments_after: datetime | None = None
+        self._refunds_after: datetime | None = None
 
     async def sweep_once(self) -> None:
         """Each step once. A step that fails is tried again at the next sweep, and the
@@ -49,13 +50,15 @@ class Sweeper:
 
     async def _payments(self) -> int:
         swept = await sweep_unsettled_payments(
-            self.providers, self.hold, self.payments_batch, self._payments_after
+            self.providers, self.hold, self.batch, self._payments_after
         )
         self._payments_after = swept.last
         return swept.moved
 
     async def _refunds(self) -> int:
-        return await retry_refunds(self.providers)
+        swept = await retry_refunds(self.providers, self.batch, self._refunds_after)
+        self._refunds_after = swept.last
+        return swept.moved
 
 
 async def run_sweeper(providers: Providers, every: float, hold: timedelta) -> None:

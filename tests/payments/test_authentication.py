@@ -183,7 +183,7 @@ async def test_customers_still_authenticating_keep_no_lost_payment_from_being_as
     assert alone.moved == 0  # the oldest two: customers still authenticating
     assert alone == await sweep_unsettled_payments(app.state.payment_providers, hold, batch=2)
 
-    sweeper = Sweeper(app.state.payment_providers, hold, payments_batch=2)
+    sweeper = Sweeper(app.state.payment_providers, hold, batch=2)
     await sweeper.sweep_once()  # the same two
     unheard = await Order.get(lost_id)
     assert unheard is not None and unheard.status is OrderStatus.pending_payment

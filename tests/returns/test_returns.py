@@ -17,7 +17,7 @@ from shop.kit.clock import ShiftedClock
 from shop.kit.config import AppSettings
 from shop.orders.models import Order, OrderStatus
 from shop.payments.mock import MockProvider, ProviderRefund
-from shop.payments.provider import ProviderUnavailable
+from shop.payments.provider import ProviderUnavailable, RefundFailed
 from shop.returns.models import ReturnRequest
 from shop.returns.service import REFUND_RETRY_AFTER, retry_refunds
 from tests.factories import (
@@ -294,7 +294,7 @@ async def test_a_failed_refund_leaves_the_return_retryable(
     clock.advance(REFUND_RETRY_AFTER.total_seconds())
     providers = app.state.payment_providers
     done = await asyncio.gather(*(retry_refunds(providers) for _ in range(3)))
-    assert sum(done) >= 1
+    assert sum(swept.moved for swept in done) >= 1
     status = (
         await client.get(f"/order/{order['id']}/return_status/", headers=customer.headers)
     ).json()
@@ -345,7 +345,7 @@ async def test_a_refund_the_provider_cannot_take_now_does_not_hold_up_the_others
 
     monkeypatch.setattr(provider, "refund", unreachable_for_the_first)
     clock.advance(REFUND_RETRY_AFTER.total_seconds())
-    assert await retry_refunds(app.state.payment_providers) == 1
+    assert (await retry_refunds(app.state.payment_providers)).moved == 1
     statuses = {
         order["id"]: (
             await client.get(f"/order/{order['id']}/return_status/", headers=customer.headers)
@@ -389,3 +389,47 @@ async def test_a_sweep_step_that_fails_does_not_hold_up_the_steps_after_it(
     assert [r.amount for r in await refunds_for(order)] == [Decimal("5.00")]
     assert "sweeping overdue_orders failed" in caplog.text
     assert failures() == failed_before + 1
+
+
+async def test_refunds_the_provider_keeps_refusing_hold_up_no_other_return(
+    client: AsyncClient,
+    app: FastAPI,
+    provider: MockProvider,
+    clock: ShiftedClock,
+    customer: Account,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each sweep retries one batch of pending refunds, the longest waiting first, and the
+    next goes on from where it ended, then starts over: a batch's worth of refunds the
+    provider always refuses keeps the sweeper from none of the others."""
+    product = await make_product(price="2.00", stock=10)
+    orders = [await make_paid_order(client, customer, (product, 1)) for _ in range(3)]
+    provider.refunds_unavailable = True
+    for order in orders:
+        pending = (await request_return(client, customer, order["id"], (product, 1))).json()
+        assert pending["status"] == "approved"
+        clock.advance(1)  # each return approved at a time of its own
+    provider.refunds_unavailable = False
+    refused = {
+        r.refund_key
+        for r in await ReturnRequest.find_all().sort("updated_at").to_list()
+        if str(r.order_id) != orders[-1]["id"]
+    }
+    real_refund = provider.refund
+
+    async def refusing(**refund: Any) -> Any:
+        if refund["key"] in refused:
+            raise RefundFailed("this charge can no longer be refunded")
+        return await real_refund(**refund)
+
+    monkeypatch.setattr(provider, "refund", refusing)
+    clock.advance(REFUND_RETRY_AFTER.total_seconds())
+    sweeper = background.Sweeper(app.state.payment_providers, timedelta(seconds=30), batch=2)
+    await sweeper.sweep_once()  # the two the provider refuses
+    assert await refunds_for(orders[-1]) == []
+    await sweeper.sweep_once()  # then the one after them
+    assert [r.amount for r in await refunds_for(orders[-1])] == [Decimal("2.00")]
+
+    refused.clear()  # the provider takes them now: the walk, past its end, starts over
+    await sweeper.sweep_once()
+    assert [len(await refunds_for(order)) for order in orders] == [1, 1, 1]

@@ -12,7 +12,8 @@ sweeper retries such returns, and so does an admin's approve).
 """
 
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any
 
 from beanie import PydanticObjectId
 from pymongo.asynchronous.client_session import AsyncClientSession
@@ -25,7 +26,7 @@ from shop.kit.config import AppSettings
 from shop.kit.db import in_transaction
 from shop.kit.errors import ConcurrentUpdate
 from shop.orders.models import Order, OrderNotFound, Payment
-from shop.orders.service import Providers, provider_of, read_and_settle
+from shop.orders.service import Providers, Swept, provider_of, read_and_settle
 from shop.payments.provider import ProviderUnavailable, Refund, RefundFailed
 from shop.returns.models import (
     RefundRecord,
@@ -171,20 +172,27 @@ def _return_changed(request: ReturnRequest, event: str) -> None:
     log.info("return %s %s", request.id, event, extra={"fields": fields})
 
 
-async def retry_refunds(providers: Providers, batch: int = 50) -> int:
-    """Finish approved returns whose refund did not land; returns how many are now refunded."""
-    stale = utcnow() - REFUND_RETRY_AFTER
+async def retry_refunds(
+    providers: Providers, batch: int = 100, after: datetime | None = None
+) -> Swept:
+    """Finish approved returns whose refund did not land, the longest waiting first and only
+    those approved ``after`` (a previous call's ``last``); ``moved`` counts those now
+    refunded. Walking on from where the last batch ended, the sweeper reaches every one,
+    however many refunds the provider keeps refusing."""
+    approved: dict[str, Any] = {"$lte": utcnow() - REFUND_RETRY_AFTER}
+    if after is not None:
+        approved["$gt"] = after
     pending = (
-        await ReturnRequest.find(
-            {"status": ReturnStatus.approved.value, "updated_at": {"$lte": stale}}
-        )
+        await ReturnRequest.find({"status": ReturnStatus.approved.value, "updated_at": approved})
+        .sort("updated_at")
         .limit(batch)
         .to_list()
     )
+    last = pending[-1].updated_at if len(pending) == batch else None
     done = 0
     for request in pending:  # one the provider cannot take now stays approved; the rest go on
         done += (await complete_refund(request, providers)).status is ReturnStatus.refunded
-    return done
+    return Swept(done, last)
 
 
 async def _reload(return_id: PydanticObjectId | None) -> ReturnRequest:
