@@ -29,8 +29,8 @@ class PayRequest(BaseModel):
         Field(
             min_length=1,
             max_length=32,
-            description='"mock" (the simulated provider), or "stripe" where the service has '
-            "a Stripe key",
+            description='"mock" (the simulated provider, never in production), or "stripe" '
+            "where the service has a Stripe key",
         ),
     ] = "mock"
     payment_method: Annotated[
