@@ -8,6 +8,7 @@ from httpx import AsyncClient, Response
 from shop.cart.models import Cart
 from shop.kit.config import AppSettings
 from shop.orders.models import Order, PendingOrder
+from tests.conftest import CommandLog
 from tests.factories import (
     Account,
     add_to_cart,
@@ -155,3 +156,24 @@ async def test_orders_are_private(client: AsyncClient, app: FastAPI) -> None:
         "order_not_found",
     )
     assert (await client.get("/order/not-an-id/", headers=ann.headers)).status_code in (404, 422)
+
+
+async def test_concurrent_checkouts_of_one_product_take_turns_instead_of_conflicting(
+    client: AsyncClient, app: FastAPI, db_commands: CommandLog
+) -> None:
+    """Ten customers order the same product at once from one process: each checkout holds
+    the product's stock for its transaction, so none meets another in a write conflict (an
+    aborted transaction, retried after a backoff), and the stock is exact."""
+    product = await make_product(stock=20)
+    customers = [await make_user(app) for _ in range(10)]
+    for customer in customers:
+        assert (await add_to_cart(client, customer, product, 2)).status_code == 200
+    db_commands.clear()
+    created = await asyncio.gather(
+        *(client.post("/order/create/", headers=c.headers) for c in customers)
+    )
+    assert [r.status_code for r in created] == [201] * 10
+    names = [name for name, _ in db_commands.commands]
+    assert (names.count("commitTransaction"), names.count("abortTransaction")) == (10, 0)
+    assert await stock_of(product) == 0
+    assert await Order.count() == 10

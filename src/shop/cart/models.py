@@ -206,6 +206,12 @@ class Cart(Document):
         _remembered[_owner_id(owner)] = self
 
     @staticmethod
+    def last_seen(owner: CartOwner) -> "Cart | None":
+        """The owner's cart as this process last read or wrote it, if it did (it may have
+        changed elsewhere since)."""
+        return _remembered.get(_owner_id(owner))
+
+    @staticmethod
     def forget(owner: CartOwner) -> None:
         _remembered.pop(_owner_id(owner), None)
 

@@ -1,3 +1,5 @@
+from collections.abc import Iterable
+from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, ClassVar, Self
@@ -10,9 +12,18 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 from shop.kit.clock import utcnow
 from shop.kit.documents import Sequence, to_bson, update_then_read
 from shop.kit.errors import NotFound
+from shop.kit.locks import KeyedLocks
 from shop.kit.pagination import Slice, decode_cursor
 
 CATALOG = "catalog"  # the sequence of catalog positions
+
+# The stock writers of this process (checkout, a cancellation, a refund) hold the products
+# they write for the length of their transaction, so that two of them wait in turn instead
+# of meeting in a write conflict, which aborts one and retries it after a backoff. Writers
+# in other processes still conflict, and the transaction still decides: one that waited
+# this long goes ahead without.
+_stock_writers = KeyedLocks()
+STOCK_WAIT_SECONDS = 1.0
 
 
 class ProductNotFound(NotFound):
@@ -152,6 +163,12 @@ class Product(Document):
             session=session,
         )
         return result.matched_count == len(quantities)
+
+    @staticmethod
+    def writing_stock(product_ids: Iterable[PydanticObjectId]) -> AbstractAsyncContextManager[bool]:
+        """Hold these products' stock for a transaction about to write it, against the other
+        writers of this process."""
+        return _stock_writers.holding(product_ids, STOCK_WAIT_SECONDS)
 
     @classmethod
     async def restock(

@@ -96,8 +96,11 @@ async def create_order(user_id: PydanticObjectId, settings: AppSettings) -> Orde
     # A deleted account orders nothing; read before the transaction, not in it, to keep
     # the transaction (and its window for conflicts on stock) as short as it was.
     await User.must_exist(user_id)
-    order = await in_transaction(checkout)
-    left[0].remember(CartOwner.customer(user_id))  # the next add is then one update
+    owner = CartOwner.customer(user_id)
+    seen = Cart.last_seen(owner)  # what the cart most likely holds, known at no cost
+    async with Product.writing_stock([line.product_id for line in seen.items] if seen else []):
+        order = await in_transaction(checkout)
+    left[0].remember(owner)  # the next add is then one update
     _order_changed(order, "created")
     return order
 
@@ -202,7 +205,8 @@ async def _cancel(order: Order, reason: CancelReason, now: datetime) -> Order | 
         await PendingOrder.close(order.id, session)
         return cancelled
 
-    cancelled = await in_transaction(cancel)
+    async with Product.writing_stock(order.reserved_stock):
+        cancelled = await in_transaction(cancel)
     if cancelled is not None:
         _order_changed(cancelled, "cancelled", reason=reason.value)
     return cancelled
