@@ -12,6 +12,7 @@ from httpx import AsyncClient
 from prometheus_client import REGISTRY
 
 from shop import background
+from shop.catalog.models import Product
 from shop.discounts.models import DiscountKind, DiscountScope
 from shop.kit.clock import ShiftedClock
 from shop.kit.config import AppSettings
@@ -318,6 +319,26 @@ async def test_an_order_without_returns_has_an_empty_return_status(
     }
 
 
+async def returns_left_approved(
+    client: AsyncClient,
+    customer: Account,
+    provider: MockProvider,
+    clock: ShiftedClock,
+    product: Product,
+    count: int,
+) -> list[dict[str, Any]]:
+    """``count`` paid orders of one unit of ``product``, each returned while the provider
+    could not refund: approved, with their refunds pending, each approved a second apart."""
+    orders = [await make_paid_order(client, customer, (product, 1)) for _ in range(count)]
+    provider.refunds_unavailable = True
+    for order in orders:
+        pending = (await request_return(client, customer, order["id"], (product, 1))).json()
+        assert pending["status"] == "approved"
+        clock.advance(1)
+    provider.refunds_unavailable = False
+    return orders
+
+
 async def test_a_refund_the_provider_cannot_take_now_does_not_hold_up_the_others(
     client: AsyncClient,
     app: FastAPI,
@@ -327,13 +348,7 @@ async def test_a_refund_the_provider_cannot_take_now_does_not_hold_up_the_others
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     product = await make_product(price="3.00", stock=5)
-    first = await make_paid_order(client, customer, (product, 1))
-    second = await make_paid_order(client, customer, (product, 1))
-    provider.refunds_unavailable = True
-    for order in (first, second):
-        pending = (await request_return(client, customer, order["id"], (product, 1))).json()
-        assert pending["status"] == "approved"
-    provider.refunds_unavailable = False
+    first, second = await returns_left_approved(client, customer, provider, clock, product, 2)
     stuck = await ReturnRequest.find_one({"order_id": PydanticObjectId(first["id"])})
     assert stuck is not None
     real_refund = provider.refund
@@ -367,11 +382,7 @@ async def test_a_sweep_step_that_fails_does_not_hold_up_the_steps_after_it(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     product = await make_product(price="5.00", stock=5)
-    order = await make_paid_order(client, customer, (product, 1))
-    provider.refunds_unavailable = True
-    pending = (await request_return(client, customer, order["id"], (product, 1))).json()
-    assert pending["status"] == "approved"
-    provider.refunds_unavailable = False
+    [order] = await returns_left_approved(client, customer, provider, clock, product, 1)
 
     async def broken(*_: Any) -> int:
         raise RuntimeError("an order the sweeper cannot settle")
@@ -403,13 +414,7 @@ async def test_refunds_the_provider_keeps_refusing_hold_up_no_other_return(
     next goes on from where it ended, then starts over: a batch's worth of refunds the
     provider always refuses keeps the sweeper from none of the others."""
     product = await make_product(price="2.00", stock=10)
-    orders = [await make_paid_order(client, customer, (product, 1)) for _ in range(3)]
-    provider.refunds_unavailable = True
-    for order in orders:
-        pending = (await request_return(client, customer, order["id"], (product, 1))).json()
-        assert pending["status"] == "approved"
-        clock.advance(1)  # each return approved at a time of its own
-    provider.refunds_unavailable = False
+    orders = await returns_left_approved(client, customer, provider, clock, product, 3)
     refused = {
         r.refund_key
         for r in await ReturnRequest.find_all().sort("updated_at").to_list()
