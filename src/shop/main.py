@@ -123,8 +123,8 @@ TAGS = [
 
 
 def payment_providers(settings: AppSettings) -> dict[str, PaymentProvider]:
-    """The simulated provider outside production (``SHOP_SIMULATED_PAYMENTS``); Stripe when
-    its secret key is set."""
+    """Stripe when its secret key is set; the simulated provider in development without it,
+    or as ``SHOP_SIMULATED_PAYMENTS`` says (never in production)."""
     providers: dict[str, PaymentProvider] = {}
     if settings.offers_simulated_payments:
         providers["mock"] = MockProvider()

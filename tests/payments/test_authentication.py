@@ -115,7 +115,7 @@ async def test_the_deadline_cancels_a_payment_still_waiting_and_its_order(
     assert stored is not None and stored.status is OrderStatus.cancelled
 
 
-def test_the_simulated_provider_is_offered_in_development_only() -> None:
+def test_the_simulated_provider_is_offered_in_development_only_unless_stripe_is() -> None:
     key = SecretStr("k" * 40)
     development = AppSettings(environment="development", stripe_secret_key=None)
     assert set(payment_providers(development)) == {"mock"}
@@ -126,6 +126,11 @@ def test_the_simulated_provider_is_offered_in_development_only() -> None:
     stripe = SecretStr("sk_test_shop")
     with_stripe = AppSettings(environment="production", secret_key=key, stripe_secret_key=stripe)
     assert set(payment_providers(with_stripe)) == {"stripe"}
+    # Taking real payments, a service offers the simulated one only when asked to.
+    developing = development.model_copy(update={"stripe_secret_key": stripe})
+    assert set(payment_providers(developing)) == {"stripe"}
+    both = developing.model_copy(update={"simulated_payments": True})
+    assert set(payment_providers(both)) == {"mock", "stripe"}
     with pytest.raises(ValidationError, match="SHOP_SIMULATED_PAYMENTS"):
         AppSettings(environment="production", secret_key=key, simulated_payments=True)
 

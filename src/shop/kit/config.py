@@ -36,8 +36,9 @@ class AppSettings(BaseSettings):
     # with the provider after this, by whoever next reads the order or by the sweeper.
     payment_hold_seconds: float = Field(default=30, gt=0)
     sweep_interval_seconds: float = Field(default=30, gt=0)
-    # The simulated provider, as `provider: "mock"`: unset, it is offered in development and
-    # never in production, where an order it "paid" would be an order given away.
+    # The simulated provider, as `provider: "mock"`: unset, it is offered in development
+    # without a Stripe key, and never in production, where an order it "paid" would be an
+    # order given away (a service that takes real payments offers it only when asked to).
     simulated_payments: bool | None = None
     # Stripe, as `provider: "stripe"`, when its secret key is set (sk_test_... for test
     # mode). Webhooks are checked with the endpoint's signing secret (whsec_...). The API
@@ -114,7 +115,7 @@ class AppSettings(BaseSettings):
     def offers_simulated_payments(self) -> bool:
         if self.simulated_payments is not None:
             return self.simulated_payments
-        return self.environment != "production"
+        return self.environment != "production" and self.stripe_secret_key is None
 
     @field_validator("trusted_proxies", mode="before")
     @classmethod
