@@ -1,8 +1,9 @@
 import asyncio
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from decimal import Decimal
+from functools import partial
 from typing import Any
 
 import pytest
@@ -339,6 +340,24 @@ async def returns_left_approved(
     return orders
 
 
+def refusing_refunds(
+    monkeypatch: pytest.MonkeyPatch,
+    provider: MockProvider,
+    keys: set[str],
+    error: Callable[[], Exception],
+) -> None:
+    """The provider raises ``error()`` for a refund of any of ``keys`` (as the set holds them
+    when asked), and makes the others."""
+    real_refund = provider.refund
+
+    async def refund(**asked: Any) -> Any:
+        if asked["key"] in keys:
+            raise error()
+        return await real_refund(**asked)
+
+    monkeypatch.setattr(provider, "refund", refund)
+
+
 async def test_a_refund_the_provider_cannot_take_now_does_not_hold_up_the_others(
     client: AsyncClient,
     app: FastAPI,
@@ -351,14 +370,7 @@ async def test_a_refund_the_provider_cannot_take_now_does_not_hold_up_the_others
     first, second = await returns_left_approved(client, customer, provider, clock, product, 2)
     stuck = await ReturnRequest.find_one({"order_id": PydanticObjectId(first["id"])})
     assert stuck is not None
-    real_refund = provider.refund
-
-    async def unreachable_for_the_first(**refund: Any) -> Any:
-        if refund["key"] == stuck.refund_key:
-            raise ProviderUnavailable()
-        return await real_refund(**refund)
-
-    monkeypatch.setattr(provider, "refund", unreachable_for_the_first)
+    refusing_refunds(monkeypatch, provider, {stuck.refund_key}, ProviderUnavailable)
     clock.advance(REFUND_RETRY_AFTER.total_seconds())
     assert (await retry_refunds(app.state.payment_providers)).moved == 1
     statuses = {
@@ -420,14 +432,8 @@ async def test_refunds_the_provider_keeps_refusing_hold_up_no_other_return(
         for r in await ReturnRequest.find_all().sort("updated_at").to_list()
         if str(r.order_id) != orders[-1]["id"]
     }
-    real_refund = provider.refund
-
-    async def refusing(**refund: Any) -> Any:
-        if refund["key"] in refused:
-            raise RefundFailed("this charge can no longer be refunded")
-        return await real_refund(**refund)
-
-    monkeypatch.setattr(provider, "refund", refusing)
+    no_longer = partial(RefundFailed, "this charge can no longer be refunded")
+    refusing_refunds(monkeypatch, provider, refused, no_longer)
     clock.advance(REFUND_RETRY_AFTER.total_seconds())
     sweeper = background.Sweeper(app.state.payment_providers, timedelta(seconds=30), batch=2)
     await sweeper.sweep_once()  # the two the provider refuses
