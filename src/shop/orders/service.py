@@ -545,8 +545,14 @@ async def sweep_overdue(providers: Providers, batch: int = 100) -> int:
 
 
 class Swept(NamedTuple):
-    moved: int  # orders this call moved
-    last: datetime | None  # the start of the last attempt of a full batch; None: no more
+    moved: int  # what this call moved
+    last: datetime | None  # where a full batch ended, for the next call; None: no more
+
+
+def walk_range(until: datetime, after: datetime | None) -> dict[str, datetime]:
+    """The range of a sweep's next batch: up to ``until``, and past ``after`` when the batch
+    before ended there."""
+    return {"$lte": until} if after is None else {"$lte": until, "$gt": after}
 
 
 async def sweep_unsettled_payments(
@@ -557,10 +563,7 @@ async def sweep_unsettled_payments(
     webhook still ends with the order paid, or payable again. Walking on from where the last
     batch ended, the sweeper reaches every attempt however many of the oldest still wait for
     their customers (3-D Secure), each of which stays due."""
-    now = utcnow()
-    started: dict[str, Any] = {"$lte": now - hold}
-    if after is not None:
-        started["$gt"] = after
+    started = walk_range(utcnow() - hold, after)
     asked = (
         await Order.find(
             {"status": OrderStatus.pending_payment.value, "payment_in_progress.started_at": started}

@@ -13,7 +13,6 @@ sweeper retries such returns, and so does an admin's approve).
 
 import logging
 from datetime import datetime, timedelta
-from typing import Any
 
 from beanie import PydanticObjectId
 from pymongo.asynchronous.client_session import AsyncClientSession
@@ -26,7 +25,7 @@ from shop.kit.config import AppSettings
 from shop.kit.db import in_transaction
 from shop.kit.errors import ConcurrentUpdate
 from shop.orders.models import Order, OrderNotFound, Payment
-from shop.orders.service import Providers, Swept, provider_of, read_and_settle
+from shop.orders.service import Providers, Swept, provider_of, read_and_settle, walk_range
 from shop.payments.provider import ProviderUnavailable, Refund, RefundFailed
 from shop.returns.models import (
     RefundRecord,
@@ -180,9 +179,7 @@ async def retry_refunds(
     those approved ``after`` (a previous call's ``last``); ``moved`` counts those now
     refunded. Walking on from where the last batch ended, the sweeper reaches every one,
     however many refunds the provider keeps refusing."""
-    approved: dict[str, Any] = {"$lte": utcnow() - REFUND_RETRY_AFTER}
-    if after is not None:
-        approved["$gt"] = after
+    approved = walk_range(utcnow() - REFUND_RETRY_AFTER, after)
     pending = (
         await ReturnRequest.find({"status": ReturnStatus.approved.value, "updated_at": approved})
         .sort("updated_at")
