@@ -244,20 +244,32 @@ def test_a_database_killed_under_load_costs_503s_and_no_acknowledged_write(
         product, tokens = seed_database(url, key, customers=8, stock=stocked)
 
         async def scenario() -> tuple[list[tuple[float, int, float]], dict[str, str], float]:
-            stop = asyncio.Event()
-            load = asyncio.create_task(
-                shop_under_load(f"http://127.0.0.1:{port}", str(product), tokens, stop)
-            )
+            stop, base = asyncio.Event(), f"http://127.0.0.1:{port}"
+            load = asyncio.create_task(shop_under_load(base, str(product), tokens, stop))
             await asyncio.sleep(3)
             killed_at = time.monotonic()
             os.kill(database_pid(tmp_path)[0], signal.SIGKILL)
             # Hold the port for 3 s so the outage outlasts the selection timeout, however
-            # fast the supervisor's first restart would have been.
+            # fast the supervisor's first restart would have been. The squatter listens: a
+            # socket only bound does not keep the restarted server (SO_REUSEADDR) off the port.
+            # It never answers, so the shop's connections to it time out.
             with socket.socket() as squatter:
                 squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 assert await asyncio.to_thread(port_closed, database_port, 5)
-                squatter.bind(("127.0.0.1", database_port))  # bound, not listening: refused
-                await asyncio.sleep(3)
+                squatter.bind(("127.0.0.1", database_port))
+                squatter.listen()
+                held = time.monotonic()
+                # One request of our own while the database is surely down: whether one of
+                # the customers' requests falls in the window depends on their timing.
+                async with httpx.AsyncClient(base_url=base, timeout=30) as probe:
+                    auth = {"Authorization": f"Bearer {tokens[0]}"}
+                    started = time.monotonic()
+                    during = await probe.get("/cart/", headers=auth)
+                    took = time.monotonic() - started
+                assert during.status_code == 503, during.text
+                assert during.json()["code"] == "database_unavailable"
+                assert took < 1 + 3 + 1, took
+                await asyncio.sleep(max(0.0, 3 - (time.monotonic() - held)))
             recovered = await asyncio.to_thread(answers, port, 30)
             assert recovered is not None, "the service did not recover"
             await asyncio.sleep(2)
@@ -268,9 +280,10 @@ def test_a_database_killed_under_load_costs_503s_and_no_acknowledged_write(
         seen, acknowledged, killed_at = asyncio.run(scenario())
         statuses = {status for _, status, _ in seen}
         assert statuses <= {200, 201, 409, 503}, statuses  # never a 500
-        outage = [(s, took) for at, s, took in seen if s == 503]
-        assert outage, "no request met the outage"
-        assert max(took for _, took in outage) < 1 + 3 + 1
+        outage = [took for _, s, took in seen if s == 503]
+        # However a customer's request met the outage (checkout's transaction retries for up
+        # to the operation timeout), it was answered within the bounds.
+        assert max(outage, default=0.0) < 1 + 3 + 1
         after = [s for at, s, _ in seen if at > killed_at and s in (200, 201)]
         assert after, "nothing succeeded after the restart"
         assert shop.poll() is None  # the same service throughout
