@@ -18,7 +18,7 @@ import pytest
 from pymongo import MongoClient
 
 from shop.kit.embedded import EmbeddedMongo, _alive, _server_program, free_port
-from tests.factories import seed_database
+from tests.factories import assert_problem, seed_database
 from tests.processes import (
     answers,
     database_pid,
@@ -228,14 +228,18 @@ def test_a_database_killed_under_load_costs_503s_and_no_acknowledged_write(
     tmp_path: Path,
 ) -> None:
     key, stocked = "load-signing-key-of-sufficient-length-for-hs256", 100_000
+    selection, timeout = 1, 3
+    # What an answer during the outage may take: the server selection, the operation timeout
+    # (a checkout's transaction retries until it), and a second of slack.
+    answered_within = selection + timeout + 1
     port = free_port()
     shop = start_shop(
         tmp_path,
         port,
         SHOP_DEMO_DATA="false",
         SHOP_SECRET_KEY=key,
-        SHOP_DB_SELECTION_TIMEOUT_SECONDS="1",
-        SHOP_DB_TIMEOUT_SECONDS="3",
+        SHOP_DB_SELECTION_TIMEOUT_SECONDS=str(selection),
+        SHOP_DB_TIMEOUT_SECONDS=str(timeout),
     )
     try:
         assert answers(port, 60) is not None, "shop serve did not answer"
@@ -266,9 +270,8 @@ def test_a_database_killed_under_load_costs_503s_and_no_acknowledged_write(
                     started = time.monotonic()
                     during = await probe.get("/cart/", headers=auth)
                     took = time.monotonic() - started
-                assert during.status_code == 503, during.text
-                assert during.json()["code"] == "database_unavailable"
-                assert took < 1 + 3 + 1, took
+                assert_problem(during, 503, "database_unavailable")
+                assert took < answered_within, took
                 await asyncio.sleep(max(0.0, 3 - (time.monotonic() - held)))
             recovered = await asyncio.to_thread(answers, port, 30)
             assert recovered is not None, "the service did not recover"
@@ -281,9 +284,8 @@ def test_a_database_killed_under_load_costs_503s_and_no_acknowledged_write(
         statuses = {status for _, status, _ in seen}
         assert statuses <= {200, 201, 409, 503}, statuses  # never a 500
         outage = [took for _, s, took in seen if s == 503]
-        # However a customer's request met the outage (checkout's transaction retries for up
-        # to the operation timeout), it was answered within the bounds.
-        assert max(outage, default=0.0) < 1 + 3 + 1
+        # However a customer's request met the outage, it was answered within the bound.
+        assert max(outage, default=0.0) < answered_within
         after = [s for at, s, _ in seen if at > killed_at and s in (200, 201)]
         assert after, "nothing succeeded after the restart"
         assert shop.poll() is None  # the same service throughout
