@@ -10,6 +10,7 @@ from pymongo import ASCENDING, IndexModel, UpdateOne
 from pymongo.asynchronous.client_session import AsyncClientSession
 
 from shop.kit.clock import utcnow
+from shop.kit.db import transaction_time_limit
 from shop.kit.documents import Sequence, to_bson, update_then_read
 from shop.kit.errors import NotFound
 from shop.kit.locks import KeyedLocks
@@ -20,10 +21,8 @@ CATALOG = "catalog"  # the sequence of catalog positions
 # The stock writers of this process (checkout, a cancellation, a refund) hold the products
 # they write for the length of their transaction, so that two of them wait in turn instead
 # of meeting in a write conflict, which aborts one and retries it after a backoff. Writers
-# in other processes still conflict, and the transaction still decides: one that waited
-# this long goes ahead without.
+# in other processes still conflict, and the transaction still decides.
 _stock_writers = KeyedLocks()
-STOCK_WAIT_SECONDS = 1.0
 
 
 class ProductNotFound(NotFound):
@@ -167,8 +166,15 @@ class Product(Document):
     @staticmethod
     def writing_stock(product_ids: Iterable[PydanticObjectId]) -> AbstractAsyncContextManager[bool]:
         """Hold these products' stock for a transaction about to write it, against the other
-        writers of this process."""
-        return _stock_writers.holding(product_ids, STOCK_WAIT_SECONDS)
+        writers of this process.
+
+        Every holder's transaction ends within ``transaction_time_limit()``, so a waiter
+        waits as long before it goes ahead without, which only a holder stuck past its own
+        deadline makes it do. A waiter that gives up sooner meets the holder, and every
+        other waiter that gave up, in write conflicts: a queue of checkouts of one product
+        becomes a storm of aborted attempts, and the last of them run out of time.
+        """
+        return _stock_writers.holding(product_ids, transaction_time_limit())
 
     @classmethod
     async def restock(

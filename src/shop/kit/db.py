@@ -76,6 +76,16 @@ async def init_database(
 ABORT_RESERVE_SECONDS = 1.0
 
 
+# How long PyMongo's ``with_transaction`` goes on retrying when no operation timeout is set.
+WITH_TRANSACTION_LIMIT_SECONDS = 120.0
+
+
+def transaction_time_limit() -> float:
+    """How long one ``in_transaction`` call may last, all its attempts included."""
+    assert _client is not None, "init_database() first"
+    return _client.options.timeout or WITH_TRANSACTION_LIMIT_SECONDS
+
+
 async def in_transaction(callback: Callable[[AsyncClientSession], Awaitable[T]]) -> T:
     """Run ``callback`` in one transaction, retried on transient errors as the driver advises.
 
