@@ -9,25 +9,28 @@ figures can be read as a ratio of what the stack and the database allow at best.
     SHOP_MONGODB_URL=... uvicorn perf.floor:app
 """
 
-import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 from fastapi import FastAPI, Header
 from pydantic import BaseModel
-from pymongo import AsyncMongoClient, ReturnDocument
+from pymongo import ReturnDocument
 
-# The shop's own client options (shop/kit/db.py `connect`): every write acknowledged once it is in
-# the journal of a majority, reads from the primary; the URL carries the rest (perf/run.py
-# gives both the same one, retryable writes included).
-_client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
-    os.environ.get("SHOP_MONGODB_URL", "mongodb://127.0.0.1:27017/?directConnection=true"),
-    w="majority",
-    journal=True,
-    readPreference="primary",
+from shop.kit.config import AppSettings
+from shop.kit.db import connect
+
+# The shop's own client, made by the shop's own `connect` with the shop's settings: every write
+# acknowledged once it is in the journal of a majority, reads from the primary, the same
+# server-selection and operation timeouts; the URL carries the rest (perf/run.py gives both the
+# same one, retryable writes included).
+_settings = AppSettings()
+_client = connect(
+    _settings.mongodb_url or "mongodb://127.0.0.1:27017/?directConnection=true",
+    selection_timeout=_settings.db_selection_timeout_seconds,
+    timeout=_settings.db_timeout_seconds,
 )
-carts = _client[os.environ.get("SHOP_DB_NAME", "floor")]["carts"]
+carts = _client[_settings.db_name]["carts"]
 
 
 @asynccontextmanager
