@@ -111,6 +111,33 @@ def test_serve_runs_on_uvloop_and_httptools(
     assert options["port"] == 9000
 
 
+def test_several_workers_share_their_metrics_through_files_and_one_keeps_them_in_memory(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import uvicorn
+
+    from shop import cli
+
+    seen: list[str | None] = []
+    monkeypatch.setattr(
+        uvicorn, "run", lambda *_, **__: seen.append(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+    )
+    monkeypatch.setenv("SHOP_MONGODB_URL", "mongodb://127.0.0.1:1/?directConnection=true")
+    monkeypatch.setenv("SHOP_DATA_DIR", str(tmp_path))
+    monkeypatch.setattr("logging.config.dictConfig", lambda *_: None)
+    # What main() exports for its workers is undone after the test.
+    for name in ("SHOP_HOST", "SHOP_PORT", "PROMETHEUS_MULTIPROC_DIR"):
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
+    cli.main(["serve", "--workers", "1"])
+    assert seen == [None] and not (tmp_path / "metrics").exists()
+    (tmp_path / "metrics").mkdir()
+    (tmp_path / "metrics" / "counter_4242.db").write_bytes(b"a stopped worker's figures")
+    cli.main(["serve", "--workers", "2"])
+    assert seen[1] == str(tmp_path.resolve() / "metrics")
+    assert list((tmp_path / "metrics").iterdir()) == []  # emptied before any worker starts
+
+
 def test_make_run_passes_host_and_port_and_makes_a_development_admin() -> None:
     dry = subprocess.run(
         ["make", "-n", "run", "HOST=0.0.0.0", "PORT=8080"],

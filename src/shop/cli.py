@@ -60,7 +60,9 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _serve_from(args: argparse.Namespace, settings: AppSettings) -> None:
-    _share_metrics(settings.data_dir.resolve() / "metrics")
+    args.workers = args.workers or settings.workers
+    if args.workers > 1:
+        _share_metrics(settings.data_dir.resolve() / "metrics")
     # Imported only now: prometheus-client picks its multiprocess mode when first imported.
     from shop.kit.observability import logging_config
 
@@ -68,7 +70,6 @@ def _serve_from(args: argparse.Namespace, settings: AppSettings) -> None:
     logging.config.dictConfig(log_config)
     args.host = args.host or settings.host
     args.port = args.port or settings.port
-    args.workers = args.workers or settings.workers
     settings.signing_key()  # a development key is made once, before any worker starts
     # Workers read their settings from the environment: the address too, for their logs.
     os.environ["SHOP_HOST"], os.environ["SHOP_PORT"] = args.host, str(args.port)
@@ -119,8 +120,10 @@ def _claim(data_dir: Path) -> Iterator[None]:
 
 
 def _share_metrics(directory: Path) -> None:
-    """Workers write their metrics to files in ``directory`` (emptied here, before any
-    starts), so that /metrics adds up every worker's figures."""
+    """Several workers write their metrics to files in ``directory`` (emptied here, before
+    any starts), so that /metrics adds up every worker's figures. One worker keeps them in
+    memory: each update to a file takes a lock and asks for the process id, 2% of a cart
+    view's instructions."""
     if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
         return  # the operator chose where
     shutil.rmtree(directory, ignore_errors=True)

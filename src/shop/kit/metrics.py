@@ -2,7 +2,8 @@
 
 With several worker processes ``shop serve`` sets ``PROMETHEUS_MULTIPROC_DIR`` before any
 worker starts, and every worker writes its figures there; ``/metrics``, whichever worker
-answers it, adds them up (prometheus-client's multiprocess mode).
+answers it, adds them up (prometheus-client's multiprocess mode). One worker keeps them in
+memory.
 """
 
 import os
