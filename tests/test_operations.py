@@ -150,6 +150,18 @@ async def test_metrics_count_requests_orders_and_money(
     assert grew("shop_db_command_duration_seconds_count", command="find", outcome="ok") > 0
 
 
+async def test_a_client_cannot_add_metric_series_with_methods_of_its_own(
+    client: AsyncClient,
+) -> None:
+    for n in range(5):
+        response = await client.request(f"PROBE{n}", "/cart/")
+        assert response.status_code == 405
+    text = (await client.get("/metrics")).text
+    assert "PROBE" not in text
+    other = {"method": "OTHER", "route": "/cart/", "status": "405"}
+    assert sample(text, "shop_http_requests_total", **other) >= 5
+
+
 @pytest.mark.slow
 def test_metrics_add_up_every_workers_figures(tmp_path: Path) -> None:
     """With two workers, whichever answers /metrics counts the requests both served."""

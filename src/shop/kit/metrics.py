@@ -6,6 +6,7 @@ answers it, adds them up (prometheus-client's multiprocess mode). One worker kee
 memory.
 """
 
+import functools
 import os
 from decimal import Decimal
 
@@ -63,9 +64,27 @@ DB_DURATION = Histogram(
 )
 
 
+# A method outside these is counted as OTHER: a client cannot add series of its choosing.
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
 def observe_request(method: str, route: str, status: int, seconds: float) -> None:
-    HTTP_REQUESTS.labels(method, route, str(status)).inc()
-    HTTP_DURATION.labels(method, route).observe(seconds)
+    count, duration = _request_series(method if method in HTTP_METHODS else "OTHER", route, status)
+    count.inc()
+    duration.observe(seconds)
+
+
+# A series is looked up once: `labels()` checks and converts its values and takes a lock on
+# every call. Every label is of a bounded set (methods, route templates, status codes,
+# command names), and so are these caches.
+@functools.cache
+def _request_series(method: str, route: str, status: int) -> tuple[Counter, Histogram]:
+    return HTTP_REQUESTS.labels(method, route, str(status)), HTTP_DURATION.labels(method, route)
+
+
+@functools.cache
+def _db_series(command: str, outcome: str) -> Histogram:
+    return DB_DURATION.labels(command, outcome)
 
 
 def order_event(event: str, reason: str = "") -> None:
@@ -83,10 +102,10 @@ class DatabaseTimer(monitoring.CommandListener):
         pass
 
     def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
-        DB_DURATION.labels(event.command_name, "ok").observe(event.duration_micros / 1e6)
+        _db_series(event.command_name, "ok").observe(event.duration_micros / 1e6)
 
     def failed(self, event: monitoring.CommandFailedEvent) -> None:
-        DB_DURATION.labels(event.command_name, "error").observe(event.duration_micros / 1e6)
+        _db_series(event.command_name, "error").observe(event.duration_micros / 1e6)
 
 
 def render() -> tuple[bytes, str]:
