@@ -1,7 +1,17 @@
 """The per-key locks that let this process's stock writers take turns."""
 
 import asyncio
+import os
+import time
 
+import pytest
+from beanie import PydanticObjectId
+from pymongo.asynchronous.client_session import AsyncClientSession
+from pymongo.errors import PyMongoError
+
+from shop.catalog.models import Product
+from shop.kit import db
+from shop.kit.db import connect
 from shop.kit.locks import KeyedLocks
 
 
@@ -31,3 +41,47 @@ async def test_a_holder_that_waited_too_long_goes_ahead_without() -> None:
         async with locks.holding(["b"], wait=0.05) as third:
             assert third  # what the second gave up is free
     assert len(locks) == 0
+
+
+async def test_a_stock_writer_that_waited_for_its_turn_has_only_the_rest_of_its_time(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The wait for a product counts against the transaction's time: a checkout queued behind
+    a slow one is answered within the operation timeout, not after the wait and a whole
+    timeout more."""
+    timeout = 4.0
+    client = connect(database_url, timeout=timeout)
+    monkeypatch.setattr(db, "_client", client)
+    things = client[os.environ.get("SHOP_TEST_DB_NAME", "shop_test")]["turn_things"]
+    product = PydanticObjectId()
+    try:
+        await things.delete_many({})
+        first_in = asyncio.Event()
+
+        async def slow(session: AsyncClientSession) -> str:
+            first_in.set()
+            await asyncio.sleep(2.0)  # within its time (the attempts end after 3 s)
+            await things.insert_one({"_id": "slow"}, session=session)
+            return "slow"
+
+        async def queued(session: AsyncClientSession) -> str:
+            await asyncio.sleep(1.5)  # in time counted from its turn, late counted from its wait
+            await things.insert_one({"_id": "queued"}, session=session)
+            return "queued"
+
+        async def second() -> str:
+            await first_in.wait()
+            return await Product.in_stock_transaction([product], queued)
+
+        started = time.monotonic()
+        first, late = await asyncio.gather(
+            Product.in_stock_transaction([product], slow), second(), return_exceptions=True
+        )
+        took = time.monotonic() - started
+        assert first == "slow"
+        assert isinstance(late, PyMongoError) and late.timeout, late
+        assert took < timeout + 0.5, took
+        assert await things.distinct("_id") == ["slow"]  # the late one wrote nothing
+    finally:
+        await things.drop()
+        await client.close()

@@ -1,8 +1,8 @@
-from collections.abc import Iterable
-from contextlib import AbstractAsyncContextManager
+import time
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Self, TypeVar
 
 from beanie import DecimalAnnotation, Document, Insert, PydanticObjectId, before_event
 from pydantic import Field, model_validator
@@ -10,13 +10,14 @@ from pymongo import ASCENDING, IndexModel, UpdateOne
 from pymongo.asynchronous.client_session import AsyncClientSession
 
 from shop.kit.clock import utcnow
-from shop.kit.db import transaction_time_limit
+from shop.kit.db import in_transaction, transaction_time_limit
 from shop.kit.documents import Sequence, to_bson, update_then_read
 from shop.kit.errors import NotFound
 from shop.kit.locks import KeyedLocks
 from shop.kit.pagination import Slice, decode_cursor
 
 CATALOG = "catalog"  # the sequence of catalog positions
+T = TypeVar("T")
 
 # The stock writers of this process (checkout, a cancellation, a refund) hold the products
 # they write for the length of their transaction, so that two of them wait in turn instead
@@ -164,17 +165,22 @@ class Product(Document):
         return result.matched_count == len(quantities)
 
     @staticmethod
-    def writing_stock(product_ids: Iterable[PydanticObjectId]) -> AbstractAsyncContextManager[bool]:
-        """Hold these products' stock for a transaction about to write it, against the other
-        writers of this process.
+    async def in_stock_transaction(
+        product_ids: Iterable[PydanticObjectId],
+        callback: Callable[[AsyncClientSession], Awaitable[T]],
+    ) -> T:
+        """Run ``callback`` in one transaction (``in_transaction``) that writes these
+        products' stock, once this process's other writers of them are done.
 
-        Every holder's transaction ends within ``transaction_time_limit()``, so a waiter
-        waits as long before it goes ahead without, which only a holder stuck past its own
-        deadline makes it do. A waiter that gives up sooner meets the holder, and every
-        other waiter that gave up, in write conflicts: a queue of checkouts of one product
-        becomes a storm of aborted attempts, and the last of them run out of time.
+        The wait counts against the transaction's time, so a writer that waited is answered
+        within the same operation timeout as any other, and one whose time ran out waiting
+        fails (503) without trying. It never goes ahead while a holder is still at work: it
+        would meet the holder, and every other waiter that did, in write conflicts, and a
+        queue of checkouts of one product would become a storm of aborted attempts.
         """
-        return _stock_writers.holding(product_ids, transaction_time_limit())
+        since = time.monotonic()
+        async with _stock_writers.holding(product_ids, transaction_time_limit()):
+            return await in_transaction(callback, since=since)
 
     @classmethod
     async def restock(

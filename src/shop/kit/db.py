@@ -86,30 +86,40 @@ def transaction_time_limit() -> float:
     return _client.options.timeout or WITH_TRANSACTION_LIMIT_SECONDS
 
 
-async def in_transaction(callback: Callable[[AsyncClientSession], Awaitable[T]]) -> T:
+async def in_transaction(
+    callback: Callable[[AsyncClientSession], Awaitable[T]], *, since: float | None = None
+) -> T:
     """Run ``callback`` in one transaction, retried on transient errors as the driver advises.
 
     The callback may run more than once: it must not change anything outside the database.
-    All attempts together get the client's operation timeout: without it, the driver retries
-    a transaction that meets an unreachable server for up to two minutes. The attempts end
-    ``ABORT_RESERVE_SECONDS`` before that (or halfway through a shorter timeout), so that the
-    driver's abort of the last one still has time to reach the server.
+    All attempts together get the client's operation timeout, counted from ``since`` (a
+    ``time.monotonic()`` reading) when the caller already spent some of it waiting for its
+    turn: without a timeout, the driver retries a transaction that meets an unreachable server
+    for up to two minutes. The attempts end ``ABORT_RESERVE_SECONDS`` before that (or halfway
+    through a shorter timeout), so that the driver's abort of the last one still has time to
+    reach the server.
     """
     assert _client is not None, "init_database() first"
     budget = _client.options.timeout
-    async with _client.start_session() as session:
-        if budget is None:
+    if budget is None:
+        async with _client.start_session() as session:
             return await session.with_transaction(callback)
-        attempts_end = time.monotonic() + max(budget - ABORT_RESERVE_SECONDS, budget / 2)
+    started = time.monotonic() if since is None else since
+    attempts_end = started + max(budget - ABORT_RESERVE_SECONDS, budget / 2)
 
-        async def attempt(session: AsyncClientSession) -> T:
-            left = attempts_end - time.monotonic()
-            if left < 0.05:  # nothing worth sending: PyMongo would send maxTimeMS 0, no limit
-                raise ExecutionTimeout("The transaction ran out of time", 50)
-            with pymongo.timeout(left):
-                return await callback(session)
+    def attempts_left() -> float:
+        left = attempts_end - time.monotonic()
+        if left < 0.05:  # nothing worth sending: PyMongo would send maxTimeMS 0, no limit
+            raise ExecutionTimeout("The transaction ran out of time", 50)
+        return left
 
-        with pymongo.timeout(budget):
+    async def attempt(session: AsyncClientSession) -> T:
+        with pymongo.timeout(attempts_left()):
+            return await callback(session)
+
+    attempts_left()  # the caller's wait for its turn may have taken all of it
+    async with _client.start_session() as session:
+        with pymongo.timeout(started + budget - time.monotonic()):
             return await session.with_transaction(attempt)
 
 

@@ -98,8 +98,9 @@ async def create_order(user_id: PydanticObjectId, settings: AppSettings) -> Orde
     await User.must_exist(user_id)
     owner = CartOwner.customer(user_id)
     seen = Cart.last_seen(owner)  # what the cart most likely holds, known at no cost
-    async with Product.writing_stock([line.product_id for line in seen.items] if seen else []):
-        order = await in_transaction(checkout)
+    order = await Product.in_stock_transaction(
+        [line.product_id for line in seen.items] if seen else [], checkout
+    )
     left[0].remember(owner)  # the next add is then one update
     _order_changed(order, "created")
     return order
@@ -205,8 +206,7 @@ async def _cancel(order: Order, reason: CancelReason, now: datetime) -> Order | 
         await PendingOrder.close(order.id, session)
         return cancelled
 
-    async with Product.writing_stock(order.reserved_stock):
-        cancelled = await in_transaction(cancel)
+    cancelled = await Product.in_stock_transaction(order.reserved_stock, cancel)
     if cancelled is not None:
         _order_changed(cancelled, "cancelled", reason=reason.value)
     return cancelled

@@ -131,8 +131,9 @@ async def complete_refund(request: ReturnRequest, providers: Providers) -> Retur
         await Product.restock({i.product_id: i.quantity for i in current.items}, session)
         return current
 
-    async with Product.writing_stock(item.product_id for item in request.items):
-        settled = await in_transaction(settle)
+    settled = await Product.in_stock_transaction(
+        (item.product_id for item in request.items), settle
+    )
     if settled_here:
         metrics.REFUNDS.inc()
         metrics.money_moved("refunded", record.amount, order.currency)
