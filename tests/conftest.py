@@ -14,11 +14,14 @@ from fastapi import FastAPI
 from httpx import ASGITransport, AsyncClient
 from pydantic import SecretStr
 from pymongo import monitoring
+from pymongo.asynchronous.database import AsyncDatabase
 
 from shop.accounts.models import Role
 from shop.cli import SERVER_OPTIONS
+from shop.kit import db
 from shop.kit.clock import ShiftedClock, use_clock
 from shop.kit.config import AppSettings
+from shop.kit.db import connect
 from shop.kit.embedded import EmbeddedMongo, free_port
 from shop.main import DOCUMENTS, create_app
 from tests.factories import Account, PausingProvider, make_user
@@ -77,6 +80,20 @@ monitoring.register(_command_log)  # before any client exists: it sees every com
 def db_commands() -> CommandLog:
     _command_log.clear()
     return _command_log
+
+
+@pytest.fixture
+async def timed_database(
+    database_url: str, base_settings: AppSettings, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[AsyncDatabase[Any]]:
+    """The test database through a client with an operation timeout of 4 s (its
+    ``client.options.timeout``), which this test's transactions (``in_transaction``) use."""
+    client = connect(database_url, timeout=4.0)
+    monkeypatch.setattr(db, "_client", client)
+    try:
+        yield client[base_settings.db_name]
+    finally:
+        await client.close()
 
 
 @pytest.fixture(scope="session")

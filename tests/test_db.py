@@ -5,11 +5,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pymongo
 import pytest
 from pymongo import MongoClient, ReadPreference
 from pymongo.asynchronous.client_session import AsyncClientSession
+from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import PyMongoError
 
 from shop.kit import db
@@ -77,15 +79,14 @@ def test_fault_injection_skips_saying_why_on_a_server_without_test_commands() ->
 
 
 async def test_a_transaction_cut_off_by_its_deadline_leaves_nothing_locked(
-    database_url: str, monkeypatch: pytest.MonkeyPatch
+    timed_database: AsyncDatabase[Any],
 ) -> None:
     """An attempt that ran out of time after it wrote is aborted on the server: otherwise the
     server keeps the transaction, and its locks, until it reaps it (60 s on mongod), and every
     other writer of that document times out waiting."""
-    timeout = 4.0
-    client = connect(database_url, timeout=timeout)
-    monkeypatch.setattr(db, "_client", client)
-    things = client[os.environ.get("SHOP_TEST_DB_NAME", "shop_test")]["locked_things"]
+    timeout = timed_database.client.options.timeout
+    assert timeout is not None
+    things = timed_database["locked_things"]
     try:
         await things.delete_many({})
         await things.insert_one({"_id": "locked", "n": 0})
@@ -105,4 +106,3 @@ async def test_a_transaction_cut_off_by_its_deadline_leaves_nothing_locked(
         assert await things.find_one({"_id": "locked"}) == {"_id": "locked", "n": 10}
     finally:
         await things.drop()
-        await client.close()

@@ -1,17 +1,15 @@
 """The per-key locks that let this process's stock writers take turns."""
 
 import asyncio
-import os
 import time
+from typing import Any
 
-import pytest
 from beanie import PydanticObjectId
 from pymongo.asynchronous.client_session import AsyncClientSession
+from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import PyMongoError
 
 from shop.catalog.models import Product
-from shop.kit import db
-from shop.kit.db import connect
 from shop.kit.locks import KeyedLocks
 
 
@@ -44,15 +42,14 @@ async def test_a_holder_that_waited_too_long_goes_ahead_without() -> None:
 
 
 async def test_a_stock_writer_that_waited_for_its_turn_has_only_the_rest_of_its_time(
-    database_url: str, monkeypatch: pytest.MonkeyPatch
+    timed_database: AsyncDatabase[Any],
 ) -> None:
     """The wait for a product counts against the transaction's time: a checkout queued behind
     a slow one is answered within the operation timeout, not after the wait and a whole
     timeout more."""
-    timeout = 4.0
-    client = connect(database_url, timeout=timeout)
-    monkeypatch.setattr(db, "_client", client)
-    things = client[os.environ.get("SHOP_TEST_DB_NAME", "shop_test")]["turn_things"]
+    timeout = timed_database.client.options.timeout
+    assert timeout is not None
+    things = timed_database["turn_things"]
     product = PydanticObjectId()
     try:
         await things.delete_many({})
@@ -84,4 +81,3 @@ async def test_a_stock_writer_that_waited_for_its_turn_has_only_the_rest_of_its_
         assert await things.distinct("_id") == ["slow"]  # the late one wrote nothing
     finally:
         await things.drop()
-        await client.close()
