@@ -10,6 +10,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import PyMongoError
 
 from shop.catalog.models import Product
+from shop.kit.db import ABORT_RESERVE_SECONDS
 from shop.kit.locks import KeyedLocks
 
 
@@ -79,5 +80,49 @@ async def test_a_stock_writer_that_waited_for_its_turn_has_only_the_rest_of_its_
         assert isinstance(late, PyMongoError) and late.timeout, late
         assert took < timeout + 0.5, took
         assert await things.distinct("_id") == ["slow"]  # the late one wrote nothing
+    finally:
+        await things.drop()
+
+
+async def test_a_stock_writer_whose_time_ran_out_waiting_is_answered_before_the_holder_is_done(
+    timed_database: AsyncDatabase[Any],
+) -> None:
+    """A waiter stops waiting when its attempts would have to end (the timeout less the time
+    kept to abort), not when the whole timeout is gone: its 503 comes no later than any
+    other writer's."""
+    timeout = timed_database.client.options.timeout
+    assert timeout is not None
+    things = timed_database["turn_things"]
+    product = PydanticObjectId()
+    done: dict[str, float] = {}
+    try:
+        await things.delete_many({})
+        first_in = asyncio.Event()
+
+        async def stuck(session: AsyncClientSession) -> None:
+            first_in.set()
+            await asyncio.sleep(timeout - 0.2)  # past its attempts' end, within the timeout
+            await things.insert_one({"_id": "stuck"}, session=session)
+
+        async def holder() -> None:
+            try:
+                await Product.in_stock_transaction([product], stuck)
+            finally:
+                done["holder"] = time.monotonic()
+
+        async def waiter() -> None:
+            await first_in.wait()
+            try:
+                await Product.in_stock_transaction([product], stuck)
+            finally:
+                done["waiter"] = time.monotonic()
+
+        started = time.monotonic()
+        holding, waiting = await asyncio.gather(holder(), waiter(), return_exceptions=True)
+        for outcome in holding, waiting:
+            assert isinstance(outcome, PyMongoError) and outcome.timeout, outcome
+        assert done["waiter"] - started < timeout - ABORT_RESERVE_SECONDS + 0.3, done
+        assert done["waiter"] < done["holder"] - 0.3, done
+        assert await things.count_documents({}) == 0
     finally:
         await things.drop()

@@ -10,7 +10,7 @@ from pymongo import ASCENDING, IndexModel, UpdateOne
 from pymongo.asynchronous.client_session import AsyncClientSession
 
 from shop.kit.clock import utcnow
-from shop.kit.db import in_transaction, transaction_time_limit
+from shop.kit.db import attempts_time_limit, in_transaction
 from shop.kit.documents import Sequence, to_bson, update_then_read
 from shop.kit.errors import NotFound
 from shop.kit.locks import KeyedLocks
@@ -173,13 +173,14 @@ class Product(Document):
         products' stock, once this process's other writers of them are done.
 
         The wait counts against the transaction's time, so a writer that waited is answered
-        within the same operation timeout as any other, and one whose time ran out waiting
-        fails (503) without trying. It never goes ahead while a holder is still at work: it
-        would meet the holder, and every other waiter that did, in write conflicts, and a
-        queue of checkouts of one product would become a storm of aborted attempts.
+        within the same operation timeout as any other, and the wait ends when the time for
+        its attempts does: a writer whose time ran out waiting fails (503) without trying.
+        It never goes ahead while a holder is still at work: it would meet the holder, and
+        every other waiter that did, in write conflicts, and a queue of checkouts of one
+        product would become a storm of aborted attempts.
         """
         since = time.monotonic()
-        async with _stock_writers.holding(product_ids, transaction_time_limit()):
+        async with _stock_writers.holding(product_ids, attempts_time_limit()):
             return await in_transaction(callback, since=since)
 
     @classmethod

@@ -80,10 +80,15 @@ ABORT_RESERVE_SECONDS = 1.0
 WITH_TRANSACTION_LIMIT_SECONDS = 120.0
 
 
-def transaction_time_limit() -> float:
-    """How long one ``in_transaction`` call may last, all its attempts included."""
+def attempts_time_limit() -> float:
+    """How long the attempts of one ``in_transaction`` call may take, counted from its start
+    (or its ``since``): the operation timeout less ``ABORT_RESERVE_SECONDS``, or half of a
+    shorter one."""
     assert _client is not None, "init_database() first"
-    return _client.options.timeout or WITH_TRANSACTION_LIMIT_SECONDS
+    budget = _client.options.timeout
+    if budget is None:
+        return WITH_TRANSACTION_LIMIT_SECONDS
+    return max(budget - ABORT_RESERVE_SECONDS, budget / 2)
 
 
 async def in_transaction(
@@ -105,7 +110,7 @@ async def in_transaction(
         async with _client.start_session() as session:
             return await session.with_transaction(callback)
     started = time.monotonic() if since is None else since
-    attempts_end = started + max(budget - ABORT_RESERVE_SECONDS, budget / 2)
+    attempts_end = started + attempts_time_limit()
 
     def attempts_left() -> float:
         left = attempts_end - time.monotonic()
