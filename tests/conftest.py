@@ -3,6 +3,7 @@ or the server named by SHOP_MONGODB_URL. Collections are emptied before every te
 
 import asyncio
 import os
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -14,7 +15,7 @@ from fastapi import FastAPI
 from httpx import ASGITransport, AsyncClient
 from pydantic import SecretStr
 from pymongo import monitoring
-from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.asynchronous.collection import AsyncCollection
 
 from shop.accounts.models import Role
 from shop.cli import SERVER_OPTIONS
@@ -83,16 +84,19 @@ def db_commands() -> CommandLog:
 
 
 @pytest.fixture
-async def timed_database(
+async def timed_collection(
     database_url: str, base_settings: AppSettings, monkeypatch: pytest.MonkeyPatch
-) -> AsyncIterator[AsyncDatabase[Any]]:
-    """The test database through a client with an operation timeout of 4 s (its
-    ``client.options.timeout``), which this test's transactions (``in_transaction``) use."""
+) -> AsyncIterator[AsyncCollection[Any]]:
+    """A collection of its own in the test database, dropped afterwards, through a client with
+    an operation timeout of 4 s (its ``database.client.options.timeout``), which this test's
+    transactions (``in_transaction``) use."""
     client = connect(database_url, timeout=4.0)
     monkeypatch.setattr(db, "_client", client)
+    collection = client[base_settings.db_name][f"timed_{uuid.uuid4().hex}"]
     try:
-        yield client[base_settings.db_name]
+        yield collection
     finally:
+        await collection.drop()
         await client.close()
 
 

@@ -11,7 +11,7 @@ import pymongo
 import pytest
 from pymongo import MongoClient, ReadPreference
 from pymongo.asynchronous.client_session import AsyncClientSession
-from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import PyMongoError
 
 from shop.kit import db
@@ -79,30 +79,24 @@ def test_fault_injection_skips_saying_why_on_a_server_without_test_commands() ->
 
 
 async def test_a_transaction_cut_off_by_its_deadline_leaves_nothing_locked(
-    timed_database: AsyncDatabase[Any],
+    timed_collection: AsyncCollection[Any],
 ) -> None:
     """An attempt that ran out of time after it wrote is aborted on the server: otherwise the
     server keeps the transaction, and its locks, until it reaps it (60 s on mongod), and every
     other writer of that document times out waiting."""
-    timeout = timed_database.client.options.timeout
-    assert timeout is not None
-    things = timed_database["locked_things"]
-    try:
-        await things.delete_many({})
-        await things.insert_one({"_id": "locked", "n": 0})
-        attempts_end = time.monotonic() + timeout - db.ABORT_RESERVE_SECONDS
+    things = timed_collection
+    await things.insert_one({"_id": "locked", "n": 0})
+    attempts_end = time.monotonic() + db.attempts_time_limit()
 
-        async def too_slow(session: AsyncClientSession) -> None:
-            await things.update_one({"_id": "locked"}, {"$inc": {"n": 1}}, session=session)
-            await asyncio.sleep(attempts_end + 0.3 - time.monotonic())  # stalled past its time
-            await things.find_one({"_id": "locked"}, session=session)
+    async def too_slow(session: AsyncClientSession) -> None:
+        await things.update_one({"_id": "locked"}, {"$inc": {"n": 1}}, session=session)
+        await asyncio.sleep(attempts_end + 0.3 - time.monotonic())  # stalled past its time
+        await things.find_one({"_id": "locked"}, session=session)
 
-        with pytest.raises(PyMongoError) as cut_off:
-            await db.in_transaction(too_slow)
-        assert cut_off.value.timeout
+    with pytest.raises(PyMongoError) as cut_off:
+        await db.in_transaction(too_slow)
+    assert cut_off.value.timeout
 
-        with pymongo.timeout(2):
-            await things.update_one({"_id": "locked"}, {"$inc": {"n": 10}})
-        assert await things.find_one({"_id": "locked"}) == {"_id": "locked", "n": 10}
-    finally:
-        await things.drop()
+    with pymongo.timeout(2):
+        await things.update_one({"_id": "locked"}, {"$inc": {"n": 10}})
+    assert await things.find_one({"_id": "locked"}) == {"_id": "locked", "n": 10}
