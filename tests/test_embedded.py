@@ -230,7 +230,8 @@ def test_a_database_killed_under_load_costs_503s_and_no_acknowledged_write(
     key, stocked = "load-signing-key-of-sufficient-length-for-hs256", 100_000
     selection, timeout = 1, 3
     # What an answer during the outage may take: the server selection, the operation timeout
-    # (a checkout's transaction retries until it), and a second of slack.
+    # (a checkout's transaction retries until it), and a second, which is what a payment or a
+    # return that failed may spend giving its Idempotency-Key back (FORGET_TIMEOUT_SECONDS).
     answered_within = selection + timeout + 1
     port = free_port()
     shop = start_shop(

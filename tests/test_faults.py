@@ -2,6 +2,7 @@
 way through a use case leaves behind. Needs a server with test commands enabled (the
 embedded one is started so; for mongod, ``--setParameter enableTestCommands=1``)."""
 
+import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -11,21 +12,26 @@ from typing import Any
 import pytest
 from fastapi import FastAPI
 from httpx import ASGITransport, AsyncClient
-from pymongo.errors import OperationFailure
+from pymongo.errors import AutoReconnect, OperationFailure
 
 from shop.cart.models import Cart, GuestCart
+from shop.idempotency import FORGET_TIMEOUT_SECONDS, IdempotencyRecord, RecordState
 from shop.kit.clock import ShiftedClock
 from shop.orders.models import Order, OrderStatus, PendingOrder
-from shop.payments.mock import ProviderCharge, ProviderRefund
+from shop.payments.mock import MockProvider, ProviderCharge, ProviderRefund
+from shop.payments.provider import Charge
 from shop.returns.models import ReturnRequest, ReturnStatus
 from shop.returns.service import REFUND_RETRY_AFTER, retry_refunds
 from tests.cart.test_guest import guest_add, merge, quantities, start_guest_cart
 from tests.factories import (
     Account,
     add_to_cart,
+    assert_problem,
     make_paid_order,
     make_product,
     make_user,
+    pay,
+    place_order,
     request_return,
     stock_of,
 )
@@ -175,3 +181,41 @@ async def test_a_failure_part_way_through_a_merge_loses_no_guest_line(
     assert merged.status_code == 200, merged.text
     assert await quantities(customer) == {str(first.id): 2, str(second.id): 3}
     assert await GuestCart.find_all().count() == 0
+
+
+class _ConnectionLostProvider(MockProvider):
+    """The simulated provider, whose connection to the database closes under the charge."""
+
+    async def charge(self, **_: Any) -> Charge:
+        raise AutoReconnect("127.0.0.1:27017: connection closed")
+
+
+async def test_a_payment_cut_off_by_the_database_is_answered_without_waiting_on_its_key(
+    client: AsyncClient, app: FastAPI, customer: Account
+) -> None:
+    """A request that failed on the database gives its Idempotency-Key back within
+    ``FORGET_TIMEOUT_SECONDS``: it does not wait out the operation timeout a second time for
+    a database that is likely still gone. The key then stays held until its lease ends."""
+    product = await make_product(stock=5)
+    order = await place_order(client, customer, (product, 1))
+    providers, key = app.state.payment_providers, uuid.uuid4().hex
+    app.state.payment_providers = {**providers, "mock": _ConnectionLostProvider()}
+    try:
+        # The key's release stalls for 3 s, as behind a server that stopped answering.
+        stall = {"blockConnection": True, "blockTimeMS": 3000, "errorCode": 2}
+        async with fail_point(["delete"], {"times": 1}, **stall):
+            started = time.monotonic()
+            failed = await pay(client, customer, order["id"], key=key)
+            took = time.monotonic() - started
+    finally:
+        app.state.payment_providers = providers
+    assert_problem(failed, 503, "database_unavailable")  # what made it fail, not the release
+    assert took < FORGET_TIMEOUT_SECONDS + 0.5, took
+    record = await IdempotencyRecord.find_one({"key": key})
+    assert record is not None
+    assert record.state is RecordState.running
+    assert_problem(await pay(client, customer, order["id"], key=key), 409, "idempotency_key_in_use")
+    assert await ProviderCharge.count() == 0
+    unpaid = await Order.get(order["id"])
+    assert unpaid is not None
+    assert unpaid.status is OrderStatus.pending_payment

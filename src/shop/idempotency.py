@@ -7,26 +7,34 @@ a client error; the same key while the first request still runs is a conflict.
 
 import hashlib
 import json
+import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar
 
+import pymongo
 from beanie import Document, Indexed, PydanticObjectId
 from fastapi import Header
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from pymongo import ASCENDING, IndexModel
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from shop.kit.clock import as_utc, utcnow
 from shop.kit.errors import PROBLEM_JSON, Conflict, NotFound, ShopError, Unprocessable
+
+log = logging.getLogger(__name__)
 
 REPLAYED_HEADER = "Idempotent-Replayed"
 # How long a request may hold its key while running. Longer than a payment attempt holds
 # its order, so a retry that takes over finds a crashed attempt ready to be reconciled.
 RUNNING_LEASE = timedelta(seconds=60)
+# How long a request that failed may take to forget its key. The failure is most often the
+# database's own, and the answer must not wait out the operation timeout a second time for
+# it; a key not forgotten is taken over by a retry once its lease has run out.
+FORGET_TIMEOUT_SECONDS = 1.0
 
 
 class IdempotencyKeyMissing(ShopError):
@@ -101,7 +109,8 @@ async def run_once(
     Refusals (``ShopError``) are outcomes too and are replayed, except transient ones (a
     concurrent request got in the way), which say nothing about this one, and 404s (the
     request named nothing of the caller's: keeping those would let anyone fill the store
-    with keys). An unexpected failure forgets the key, so the client can retry with it.
+    with keys). An unexpected failure forgets the key (see ``_forget``), so the client can
+    retry with it.
     """
     if key is None:
         raise IdempotencyKeyMissing()
@@ -127,13 +136,13 @@ async def run_once(
         result = await action()
     except ShopError as refusal:
         if refusal.transient or isinstance(refusal, NotFound):
-            await record.delete()
+            await _forget(record)
             raise
         body = refusal.problem()
         await _finish(record, refusal.status, body)
         return JSONResponse(body, status_code=refusal.status, media_type=PROBLEM_JSON)
     except BaseException:
-        await record.delete()
+        await _forget(record)
         raise
     body = jsonable_encoder(result)
     status = status_code(result) if callable(status_code) else status_code
@@ -162,6 +171,22 @@ async def _take_over_abandoned(first: IdempotencyRecord, now: datetime) -> bool:
         {"$set": {"started_at": now}},
     )
     return taken.matched_count == 1
+
+
+async def _forget(record: IdempotencyRecord) -> None:
+    """Free the key of a request that failed, so that a retry with it runs again. Within
+    ``FORGET_TIMEOUT_SECONDS``: past them, or if the database refuses, the key stays
+    held until its lease ends, and the request is answered with what made it fail."""
+    try:
+        with pymongo.timeout(FORGET_TIMEOUT_SECONDS):
+            await record.delete()
+    except PyMongoError as failure:
+        log.warning(
+            "idempotency key of %s kept until its lease ends (%s)",
+            record.operation,
+            type(failure).__name__,
+            extra={"fields": {"operation": record.operation, "key": record.key}},
+        )
 
 
 def _replay(first: IdempotencyRecord) -> JSONResponse:
