@@ -42,6 +42,26 @@ async def test_adding_twice_increases_the_quantity(client: AsyncClient, customer
     assert (await client.get("/cart/", headers=customer.headers)).json() == body
 
 
+async def test_amounts_are_answered_with_two_places_however_they_were_stored(
+    client: AsyncClient, customer: Account
+) -> None:
+    """Answers do not check their amounts again, but still write each with two places: a
+    price stored as 5 (an import straight into the database, say) is answered as 5.00."""
+    product = await make_product(price="5", stock=10)
+    shown = await client.get(f"/products/{product.id}")
+    assert shown.json()["price"] == "5.00"
+    added = await add_to_cart(client, customer, product, 2)
+    assert added.status_code == 200, added.text
+    body = added.json()
+    (line,) = body["items"]
+    assert (line["unit_price"], line["line_subtotal"], line["line_total"]) == (
+        "5.00",
+        "10.00",
+        "10.00",
+    )
+    assert (body["subtotal"], body["total"]) == ("10.00", "10.00")
+
+
 async def test_twenty_concurrent_adds_all_count(
     client: AsyncClient, app: FastAPI, customer: Account
 ) -> None:

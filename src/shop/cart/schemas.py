@@ -3,7 +3,7 @@ from typing import Annotated
 from beanie import PydanticObjectId
 from pydantic import BaseModel, ConfigDict, Field
 
-from shop.kit.money import Money
+from shop.kit.money import Amount
 
 Quantity = Annotated[int, Field(strict=True, gt=0, le=10_000)]
 
@@ -23,11 +23,11 @@ class PricedLineOut(BaseModel):
 
     product_id: PydanticObjectId
     name: str
-    unit_price: Money
+    unit_price: Amount
     quantity: int
-    line_subtotal: Money
-    discount: Money
-    line_total: Money
+    line_subtotal: Amount
+    discount: Amount
+    line_total: Amount
 
 
 class CartLineOut(PricedLineOut):
@@ -37,7 +37,7 @@ class CartLineOut(PricedLineOut):
 
 class CartDiscountOut(BaseModel):
     code: str | None = Field(description="The promo code; null for an automatic discount")
-    amount: Money
+    amount: Amount
     applied: bool
     reason: str | None = Field(
         description="Why the code does not apply now (a problem `code`, such as discount_expired)"
@@ -79,9 +79,9 @@ class CartOut(BaseModel):
 
     items: list[CartLineOut]
     total_quantity: int
-    subtotal: Money = Field(description="Sum of the available lines' totals")
+    subtotal: Amount = Field(description="Sum of the available lines' totals")
     cart_discount: CartDiscountOut | None
-    total: Money
+    total: Amount
     currency: str
 
 

@@ -4,7 +4,7 @@ from typing import Annotated
 from beanie import PydanticObjectId
 from pydantic import BaseModel, ConfigDict, Field
 
-from shop.kit.money import Price
+from shop.kit.money import Amount, Price
 
 Name = Annotated[str, Field(min_length=1, max_length=200)]
 Description = Annotated[str, Field(max_length=5000)]
@@ -47,7 +47,7 @@ class ProductOut(BaseModel):
     id: PydanticObjectId
     name: str
     description: str
-    price: Price
+    price: Amount
     stock: int
     active: bool
     created_at: datetime

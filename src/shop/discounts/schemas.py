@@ -5,7 +5,7 @@ from beanie import PydanticObjectId
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from shop.discounts.models import DiscountFields, DiscountKind, DiscountScope, Limit
-from shop.kit.money import Money, Price
+from shop.kit.money import Amount, Money, Price
 
 
 class DiscountCreate(DiscountFields):
@@ -45,12 +45,12 @@ class DiscountOut(BaseModel):
     name: str
     scope: DiscountScope
     kind: DiscountKind
-    value: Money
+    value: Amount
     product_ids: list[PydanticObjectId]
     code: str | None
     starts_at: datetime | None
     ends_at: datetime | None
-    min_subtotal: Money | None
+    min_subtotal: Amount | None
     usage_limit: int | None
     per_user_limit: int | None
     times_used: int

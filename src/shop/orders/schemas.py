@@ -5,7 +5,7 @@ from beanie import PydanticObjectId
 from pydantic import BaseModel, ConfigDict, Field
 
 from shop.cart.schemas import PricedLineOut
-from shop.kit.money import Money
+from shop.kit.money import Amount
 from shop.orders.models import Order, OrderStatus
 
 
@@ -47,21 +47,21 @@ class PayRequest(BaseModel):
 
 
 class OrderLineOut(PricedLineOut):
-    cart_discount_share: Money
-    net_total: Money
+    cart_discount_share: Amount
+    net_total: Amount
     returned_quantity: int
 
 
 class AppliedCartDiscountOut(BaseModel):
     discount_id: PydanticObjectId
     code: str | None
-    amount: Money
+    amount: Amount
 
 
 class PaymentOut(BaseModel):
     provider: str
     payment_id: str
-    amount: Money
+    amount: Amount
     method: str
     paid_at: datetime
 
@@ -76,15 +76,15 @@ class OrderOut(BaseModel):
     id: PydanticObjectId
     status: OrderStatus
     lines: list[OrderLineOut]
-    subtotal: Money
+    subtotal: Amount
     cart_discount: AppliedCartDiscountOut | None
-    total: Money
+    total: Amount
     currency: str
     created_at: datetime
     expires_at: datetime
     paid_at: datetime | None
     payment: PaymentOut | None
-    refunded_total: Money
+    refunded_total: Amount
     status_history: list[StatusChangeOut]
 
 
@@ -110,8 +110,8 @@ class OrderSummary(BaseModel):
     id: PydanticObjectId
     status: OrderStatus
     item_count: int
-    subtotal: Money
-    total: Money
+    subtotal: Amount
+    total: Amount
     currency: str
     created_at: datetime
 

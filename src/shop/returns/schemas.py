@@ -4,7 +4,7 @@ from typing import Annotated
 from beanie import PydanticObjectId
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from shop.kit.money import Money
+from shop.kit.money import Amount
 from shop.orders.models import OrderStatus
 from shop.returns.models import ReturnReason, ReturnStatus
 
@@ -57,7 +57,7 @@ class ReturnItemOut(BaseModel):
     product_id: PydanticObjectId
     quantity: int
     reason: ReturnReason
-    refund_amount: Money
+    refund_amount: Amount
 
 
 class ReturnStatusChangeOut(BaseModel):
@@ -71,7 +71,7 @@ class ReturnOut(BaseModel):
     order_id: PydanticObjectId
     status: ReturnStatus
     items: list[ReturnItemOut]
-    refund_amount: Money
+    refund_amount: Amount
     note: str | None
     created_at: datetime
     updated_at: datetime
@@ -81,5 +81,5 @@ class ReturnOut(BaseModel):
 class ReturnStatusOut(BaseModel):
     order_id: PydanticObjectId
     order_status: OrderStatus
-    refunded_total: Money
+    refunded_total: Amount
     returns: list[ReturnOut]
