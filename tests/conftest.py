@@ -25,7 +25,7 @@ from shop.kit.config import AppSettings
 from shop.kit.db import connect
 from shop.kit.embedded import EmbeddedMongo, free_port
 from shop.main import DOCUMENTS, create_app
-from tests.factories import Account, PausingProvider, make_user
+from tests.factories import Account, PausingProvider, make_user, paying_through
 
 
 @pytest.fixture(scope="session")
@@ -151,11 +151,9 @@ async def admin(app: FastAPI) -> Account:
 @pytest.fixture
 def paused_provider(app: FastAPI) -> Iterator[PausingProvider]:
     """The simulated provider, holding every charge until the test lets it go."""
-    providers = app.state.payment_providers
     paused = PausingProvider()
-    app.state.payment_providers = {**providers, "mock": paused}
-    yield paused
-    app.state.payment_providers = providers
+    with paying_through(app, {**app.state.payment_providers, "mock": paused}):
+        yield paused
 
 
 @pytest.fixture

@@ -3,6 +3,8 @@ argon2 each time."""
 
 import asyncio
 import uuid
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
 from functools import cache
@@ -21,7 +23,7 @@ from shop.accounts.security import Principal, create_access_token
 from shop.catalog.models import Product
 from shop.discounts.models import Discount
 from shop.payments.mock import MockProvider, ProviderCharge, ProviderRefund
-from shop.payments.provider import Charge
+from shop.payments.provider import Charge, PaymentProvider
 
 PASSWORD = "correct horse battery"
 _serial = count(1)
@@ -212,6 +214,18 @@ def seed_database(
         create_access_token(Principal(PydanticObjectId(u), Role.customer), key, 30) for u in users
     ]
     return product, tokens
+
+
+@contextmanager
+def paying_through(app: FastAPI, providers: Mapping[str, PaymentProvider]) -> Iterator[None]:
+    """The service takes payments through ``providers`` inside the block, then through its
+    own again, however the block ends."""
+    own = app.state.payment_providers
+    app.state.payment_providers = dict(providers)
+    try:
+        yield
+    finally:
+        app.state.payment_providers = own
 
 
 class PausingProvider(MockProvider):

@@ -31,6 +31,7 @@ from tests.factories import (
     make_product,
     make_user,
     pay,
+    paying_through,
     place_order,
     request_return,
     stock_of,
@@ -198,17 +199,14 @@ async def test_a_payment_cut_off_by_the_database_is_answered_without_waiting_on_
     a database that is likely still gone. The key then stays held until its lease ends."""
     product = await make_product(stock=5)
     order = await place_order(client, customer, (product, 1))
-    providers, key = app.state.payment_providers, uuid.uuid4().hex
-    app.state.payment_providers = {**providers, "mock": _ConnectionLostProvider()}
-    try:
-        # The key's release stalls for 3 s, as behind a server that stopped answering.
-        stall = {"blockConnection": True, "blockTimeMS": 3000, "errorCode": 2}
+    key = uuid.uuid4().hex
+    # The key's release stalls for 3 s, as behind a server that stopped answering.
+    stall = {"blockConnection": True, "blockTimeMS": 3000, "errorCode": 2}
+    with paying_through(app, {**app.state.payment_providers, "mock": _ConnectionLostProvider()}):
         async with fail_point(["delete"], {"times": 1}, **stall):
             started = time.monotonic()
             failed = await pay(client, customer, order["id"], key=key)
             took = time.monotonic() - started
-    finally:
-        app.state.payment_providers = providers
     assert_problem(failed, 503, "database_unavailable")  # what made it fail, not the release
     assert took < FORGET_TIMEOUT_SECONDS + 0.5, took
     record = await IdempotencyRecord.find_one({"key": key})

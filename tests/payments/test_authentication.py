@@ -23,6 +23,7 @@ from tests.factories import (
     charges_for,
     make_product,
     pay,
+    paying_through,
     place_order,
     stock_of,
 )
@@ -143,17 +144,13 @@ async def test_in_production_no_order_is_paid_by_the_simulated_provider(
     order = await place_order(client, customer, (await make_product(price="4.50"), 2))
     waiting = await pay(client, customer, order["id"], NEEDS_AUTHENTICATION)
     assert waiting.status_code == 202, waiting.text
-    development = app.state.payment_providers
     production = AppSettings(environment="production", secret_key=SecretStr("k" * 40))
-    app.state.payment_providers = payment_providers(production)
-    try:
+    with paying_through(app, payment_providers(production)):
         refused = await pay(client, customer, order["id"], "pm_card_visa")
         problem = assert_problem(refused, 422, "validation_error")
         assert problem["errors"][0]["field"] == "provider"
         finished = await authenticate(client, waiting.json()["next_action"], success=True)
         assert_problem(finished, 404, "payment_not_found")
-    finally:
-        app.state.payment_providers = development
     stored = await Order.get(order["id"])
     assert stored is not None and stored.status is OrderStatus.pending_payment
     assert stored.payment is None
