@@ -55,6 +55,30 @@ class _Entry(Generic[T]):
     value: T
 
 
+@dataclass(frozen=True)
+class Snapshot:
+    """What the cache serves now to price one cart: its products, the discounts that may
+    price it, and the entries they came from. It reads as the cache does (a
+    ``CatalogReader``), without a wait: a quote priced from it is the cache's quote for as
+    long as ``CatalogCache.serves`` it."""
+
+    found: dict[PydanticObjectId, Product]
+    relevant: list[Discount]
+    products_held: tuple[tuple[PydanticObjectId, _Entry[Product | None]], ...]
+    automatic_held: _Entry[list[Discount]]
+    code: str | None
+    code_held: _Entry[Discount | None] | None
+    expires: Instant  # the first of its entries to expire
+
+    async def products(self, ids: Iterable[PydanticObjectId]) -> dict[PydanticObjectId, Product]:
+        return {i: self.found[i] for i in ids if i in self.found}
+
+    async def discounts(
+        self, product_ids: Iterable[PydanticObjectId], code: str | None
+    ) -> list[Discount]:
+        return self.relevant
+
+
 class CatalogCache:
     def __init__(self, max_age: float, clock: Callable[[], Instant] = time.monotonic) -> None:
         self.max_age = max_age
@@ -117,12 +141,7 @@ class CatalogCache:
         """The discounts that may price a cart of these products holding ``code``: active
         automatic ones (cart discounts and the products' sales) and the code's, active or not
         (the cart says why it does not apply)."""
-        wanted = set(product_ids)
-        relevant = [
-            d
-            for d in await self._automatic_discounts()
-            if d.scope is DiscountScope.cart or wanted.intersection(d.product_ids)
-        ]
+        relevant = _pricing(await self._automatic_discounts(), product_ids)
         if code is not None and (coded := await self._code(code)) is not None:
             relevant.append(coded)
         return relevant
@@ -181,6 +200,49 @@ class CatalogCache:
 
         task.add_done_callback(done)
 
+    # -- snapshots --------------------------------------------------------------------------
+
+    def snapshot(
+        self, product_ids: Sequence[PydanticObjectId], code: str | None
+    ) -> Snapshot | None:
+        """What a quote of these products and ``code`` reads here, if all of it is cached
+        and fresh now; None otherwise (the quote then reads through ``products`` and
+        ``discounts``, which fill the cache)."""
+        if not self.enabled:
+            return None
+        products = tuple((i, self._products.get(i)) for i in product_ids)
+        automatic = self._automatic
+        coded = None if code is None else self._codes.get(code)
+        held: list[_Entry[Any] | None] = [automatic, *(entry for _, entry in products)]
+        if code is not None:
+            held.append(coded)
+        now = self.clock()
+        fresh = [entry for entry in held if entry is not None and entry.expires > now]
+        if automatic is None or len(fresh) < len(held):
+            return None
+        relevant = _pricing(automatic.value, product_ids)
+        if coded is not None and coded.value is not None:
+            relevant.append(coded.value)
+        return Snapshot(
+            found={i: e.value for i, e in products if e is not None and e.value is not None},
+            relevant=relevant,
+            products_held=tuple((i, e) for i, e in products if e is not None),
+            automatic_held=automatic,
+            code=code,
+            code_held=coded,
+            expires=min(entry.expires for entry in fresh),
+        )
+
+    def serves(self, snapshot: Snapshot) -> bool:
+        """Whether every entry of ``snapshot`` is still what the cache serves: none was
+        dropped by a write, and none has expired."""
+        return (
+            self.clock() < snapshot.expires
+            and self._automatic is snapshot.automatic_held
+            and all(self._products.get(i) is entry for i, entry in snapshot.products_held)
+            and (snapshot.code is None or self._codes.get(snapshot.code) is snapshot.code_held)
+        )
+
     # -- invalidation ------------------------------------------------------------------------
 
     def forget(self, collection: str, ids: set[Any] | None) -> None:
@@ -200,6 +262,14 @@ class CatalogCache:
             self._codes.clear()
             for key in [k for k in self._reading if not isinstance(k, ObjectId)]:
                 del self._reading[key]
+
+
+def _pricing(automatic: list[Discount], product_ids: Iterable[PydanticObjectId]) -> list[Discount]:
+    """The automatic discounts that may price a cart of these products."""
+    wanted = set(product_ids)
+    return [
+        d for d in automatic if d.scope is DiscountScope.cart or wanted.intersection(d.product_ids)
+    ]
 
 
 _WRITES = {"insert": "documents", "update": "updates", "delete": "deletes", "findAndModify": ""}

@@ -224,10 +224,21 @@ class Cart(Document):
     async def of(cls, owner: CartOwner, session: AsyncClientSession | None = None) -> "Cart":
         """The owner's cart: a customer's, or an unsaved empty one if they never had one; a
         guest's, or 404 once it expired (or never was)."""
-        raw = await cls.collection_of(owner).find_one(owner.key(utcnow()), session=session)
+        raw = await cls.read(owner, session)
+        return cls(user_id=owner.user_id) if raw is None else cls.read_as(owner, raw)
+
+    @classmethod
+    async def read(
+        cls, owner: CartOwner, session: AsyncClientSession | None = None
+    ) -> dict[str, Any] | None:
+        """The owner's cart as stored, not validated: None for a customer who never had one,
+        404 for a guest's that expired (or never was)."""
+        raw: dict[str, Any] | None = await cls.collection_of(owner).find_one(
+            owner.key(utcnow()), session=session
+        )
         if raw is None and owner.is_guest:
             raise CartNotFound(GUEST_CART_GONE)
-        return cls(user_id=owner.user_id) if raw is None else cls.read_as(owner, raw)
+        return raw
 
     @classmethod
     async def of_user(cls, user_id: PydanticObjectId) -> "Cart":

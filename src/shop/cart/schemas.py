@@ -4,6 +4,7 @@ from beanie import PydanticObjectId
 from pydantic import BaseModel, ConfigDict, Field
 
 from shop.kit.money import Amount
+from shop.pricing import Quote
 
 Quantity = Annotated[int, Field(strict=True, gt=0, le=10_000)]
 
@@ -83,6 +84,19 @@ class CartOut(BaseModel):
     cart_discount: CartDiscountOut | None
     total: Amount
     currency: str
+
+
+def cart_out(quote: Quote) -> CartOut:
+    return CartOut(
+        items=[CartLineOut.model_validate(line, from_attributes=True) for line in quote.lines],
+        total_quantity=quote.total_quantity,
+        subtotal=quote.subtotal,
+        cart_discount=CartDiscountOut.model_validate(quote.cart_discount, from_attributes=True)
+        if quote.cart_discount
+        else None,
+        total=quote.total,
+        currency=quote.currency,
+    )
 
 
 class ApplyCode(BaseModel):
