@@ -7,12 +7,10 @@ from typing import Any
 import pytest
 from bson import ObjectId
 from httpx import AsyncClient
-from pymongo import AsyncMongoClient
 
 from shop.cart import answers
 from shop.discounts.models import DiscountUsage
 from shop.kit.clock import ShiftedClock
-from shop.kit.config import AppSettings
 from tests.factories import Account, add_to_cart, make_discount, make_product, view_cart
 
 
@@ -56,21 +54,15 @@ async def test_a_cart_viewed_again_is_not_priced_again(
 
 
 async def test_a_cart_changed_by_another_process_shows_at_once(
-    client: AsyncClient, customer: Account, base_settings: AppSettings, pricings: Pricings
+    client: AsyncClient, customer: Account, elsewhere: Any, pricings: Pricings
 ) -> None:
     product = await make_product(price="4.00", stock=9)
     await add_to_cart(client, customer, product, 2)
     assert (await view_cart(client, customer))["total_quantity"] == 2
-    url = base_settings.mongodb_url
-    assert url is not None
-    other: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(url)
-    try:
-        await other[base_settings.db_name].carts.update_one(
-            {"_id": customer.id},
-            {"$inc": {"items.0.quantity": 3}, "$set": {"revision": ObjectId()}},
-        )
-    finally:
-        await other.close()
+    await elsewhere.carts.update_one(
+        {"_id": customer.id},
+        {"$inc": {"items.0.quantity": 3}, "$set": {"revision": ObjectId()}},
+    )
     viewed = await view_cart(client, customer)
     assert (viewed["total_quantity"], viewed["total"]) == (5, "20.00")
     assert pricings.count == 2

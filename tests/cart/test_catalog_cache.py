@@ -5,7 +5,7 @@ command listener, exactly like another worker's or another host's.
 """
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
@@ -13,14 +13,12 @@ import pytest
 from bson import Decimal128
 from fastapi import FastAPI
 from httpx import AsyncClient
-from pymongo import AsyncMongoClient
 from pymongo.asynchronous.collection import AsyncCollection
 
 from shop.accounts.models import Role
 from shop.catalog.models import Product
 from shop.catalog_cache import CatalogCache
 from shop.discounts.models import Discount
-from shop.kit.config import AppSettings
 from shop.orders.models import Order
 from tests.conftest import CommandLog
 from tests.factories import (
@@ -50,15 +48,6 @@ def clock(app: FastAPI) -> Iterator[Clock]:
     cache.clock = fake
     yield fake
     cache.clock = real
-
-
-@pytest.fixture
-async def elsewhere(base_settings: AppSettings) -> AsyncIterator[Any]:
-    """The shop's database as another process sees it."""
-    assert base_settings.mongodb_url is not None
-    other: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(base_settings.mongodb_url)
-    yield other[base_settings.db_name]
-    await other.close()
 
 
 def line_of(cart: dict[str, Any]) -> dict[str, Any]:
