@@ -48,8 +48,9 @@ async def round_trips(db_commands: CommandLog, request: Awaitable[Response]) -> 
 
 CHECKOUT = [
     "find users",  # the account still exists (before the transaction)
-    "find carts",  # what the cart holds
-    "update carts",  # emptied (a concurrent change conflicts and retries the transaction)
+    # The cart as this process last saw it, emptied if it is still in that state (its
+    # revision); a concurrent change conflicts and retries the transaction.
+    "update carts",
     "find products",
     "find discounts",
     "update products",  # every line's guarded reservation, in one command
@@ -197,6 +198,26 @@ async def test_checkout_costs_the_same_for_one_line_and_fifty(
         assert await round_trips(db_commands, checkout) == CHECKOUT, lines
 
 
+async def test_checkout_of_a_cart_changed_elsewhere_reads_it(
+    client: AsyncClient, db_commands: CommandLog, customer: Account
+) -> None:
+    product = await make_product(stock=10)
+    await add_to_cart(client, customer, product, 1)
+    # Another worker's add: the line grows, the cart gets a revision this process never saw.
+    await Cart.get_pymongo_collection().update_one(
+        {"_id": customer.user.id},
+        {"$inc": {"items.0.quantity": 2}, "$set": {"revision": ObjectId()}},
+    )
+
+    checkout = client.post("/order/create/", headers=customer.headers)
+    missed = ["update carts", "find carts", "update carts"]  # the emptying misses, then reads
+    assert await round_trips(db_commands, checkout) == [CHECKOUT[0], *missed, *CHECKOUT[2:]]
+    order = await Order.find_one({"user_id": customer.user.id})
+    assert order is not None
+    assert [line.quantity for line in order.lines] == [3]  # what the cart held, not 1
+    assert (await Cart.of_user(customer.user.id)).is_empty
+
+
 async def test_payment_history_and_detail_budgets(
     client: AsyncClient, db_commands: CommandLog, customer: Account
 ) -> None:
@@ -327,9 +348,9 @@ async def test_a_sale_costs_checkout_one_counted_redemption(
     assert (
         checkout
         == [
-            *CHECKOUT[:6],
+            *CHECKOUT[:5],
             "update discounts",  # usage_limit bookkeeping; no per-user counter without a limit
-            *CHECKOUT[6:],
+            *CHECKOUT[5:],
         ]
     )
 

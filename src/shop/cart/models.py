@@ -488,10 +488,20 @@ class Cart(Document):
         which retries the whole transaction, so nothing added meanwhile is lost or ordered
         by accident; until the transaction ends, other writes to the cart wait for it. The
         caller remembers the emptied cart once the transaction has committed.
+
+        The cart this process last saw is emptied by one update conditional on its revision,
+        without a read; if it changed since, the update misses and the cart is read.
         """
         owner = CartOwner.customer(user_id)
+        seen = cls.last_seen(owner)
         cls.forget(owner)
         carts = cls.get_pymongo_collection()
+        if seen is not None and not seen.is_empty:
+            now = utcnow()
+            emptied = _emptied(seen, owner, now)
+            found = {**owner.key(now), "revision": seen.revision}
+            if (await carts.update_one(found, {"$set": emptied}, session=session)).matched_count:
+                return CheckedOut(seen, seen.model_copy(update=emptied))
         raw = await carts.find_one(owner.key(utcnow()), session=session)
         if raw is None:
             return CheckedOut(cls(user_id=user_id), cls(user_id=user_id))
@@ -499,12 +509,7 @@ class Cart(Document):
         if cart.is_empty and cart.discount_code is None:
             return CheckedOut(cart, cart)
         now = utcnow()
-        emptied = {
-            "items": [],
-            "discount_code": None,
-            "orders_placed": cart.orders_placed + 1,  # this order's number, if it commits
-            **cls.new_revision(owner, now),
-        }
+        emptied = _emptied(cart, owner, now)
         await carts.update_one(owner.key(now), {"$set": emptied}, session=session)
         return CheckedOut(cart, cart.model_copy(update=emptied))
 
@@ -541,6 +546,16 @@ def _check_fits(product: Product, in_cart: int, quantity: int, limits: CartLimit
         raise InsufficientStock(
             f"Only {product.stock} of {product.name} in stock{held}", products=[str(product.id)]
         )
+
+
+def _emptied(cart: Cart, owner: CartOwner, now: datetime) -> dict[str, Any]:
+    """The fields checkout sets on ``cart``: no lines, no code, one more order placed."""
+    return {
+        "items": [],
+        "discount_code": None,
+        "orders_placed": cart.orders_placed + 1,  # this order's number, if it commits
+        **Cart.new_revision(owner, now),
+    }
 
 
 class CheckedOut(NamedTuple):
