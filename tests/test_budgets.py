@@ -16,10 +16,12 @@ from fastapi import FastAPI
 from httpx import AsyncClient, Response
 
 from shop.cart.models import Cart
+from shop.catalog.models import Product
 from shop.discounts.models import DiscountKind, DiscountScope
 from shop.kit.clock import ShiftedClock
-from shop.orders.models import Order
+from shop.orders.models import Order, OrderStatus
 from shop.orders.service import sweep_overdue, sweep_unsettled_payments
+from shop.returns.models import ReturnRequest, ReturnStatus
 from tests.cart.test_guest import TOKEN, guest_add, merge, start_guest_cart
 from tests.conftest import CommandLog
 from tests.explain import plan_of
@@ -353,6 +355,46 @@ async def test_a_sale_costs_checkout_one_counted_redemption(
             *CHECKOUT[5:],
         ]
     )
+
+
+async def test_a_return_reads_its_order_once_before_the_refund(
+    client: AsyncClient, db_commands: CommandLog, customer: Account
+) -> None:
+    product = await make_product(stock=10)
+    order = await place_order(client, customer, (product, 1))
+    await pay(client, customer, order["id"])
+    returned = request_return(client, customer, order["id"], (product, 1))
+    assert await round_trips(db_commands, returned) == [
+        "insert idempotency_keys",
+        "find orders",  # the order, settled if its payment deadline passed; 404 for others'
+        # The claim, in one transaction:
+        "find users",
+        "find orders",
+        "update orders",  # the units claimed
+        "insert returns",
+        "commitTransaction",
+        "update returns",  # approved
+        # The simulated provider's refund (its own bookkeeping, in its own transaction):
+        "find mock_provider_refunds",
+        "find mock_provider_charges",
+        "find mock_provider_refunds",
+        "update mock_provider_charges",
+        "insert mock_provider_refunds",
+        "commitTransaction",
+        # Settled, in one transaction: the return saved from the copy this process holds,
+        # the order read and saved, the stock back.
+        "update returns",
+        "find orders",
+        "update orders",
+        "update products",
+        "commitTransaction",
+        "update idempotency_keys",
+    ]
+    refunded = await ReturnRequest.find_one({"order_id": ObjectId(order["id"])})
+    assert refunded is not None and refunded.status is ReturnStatus.refunded
+    stored = await Order.get(ObjectId(order["id"]))
+    assert stored is not None and stored.status is OrderStatus.returned
+    assert (await Product.get(product.id)).stock == 10
 
 
 async def test_every_write_is_addressed_by_a_key(

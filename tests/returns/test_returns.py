@@ -20,8 +20,8 @@ from shop.kit.config import AppSettings
 from shop.orders.models import Order, OrderStatus
 from shop.payments.mock import MockProvider, ProviderRefund
 from shop.payments.provider import ProviderUnavailable, RefundFailed
-from shop.returns.models import ReturnRequest
-from shop.returns.service import REFUND_RETRY_AFTER, retry_refunds
+from shop.returns.models import ReturnRequest, ReturnStatus
+from shop.returns.service import REFUND_RETRY_AFTER, complete_refund, retry_refunds
 from tests.factories import (
     Account,
     add_to_cart,
@@ -304,6 +304,33 @@ async def test_a_failed_refund_leaves_the_return_retryable(
     assert (status["order_status"], status["refunded_total"]) == ("returned", "8.00")
     assert [r.amount for r in await refunds_for(order)] == [Decimal("8.00")]
     assert await stock_of(product) == 5
+
+
+async def test_a_refund_settled_elsewhere_since_is_not_settled_again(
+    client: AsyncClient, app: FastAPI, provider: MockProvider, customer: Account
+) -> None:
+    """The settling transaction saves the approved return from the copy this process holds;
+    when another process settled it since, that save misses, the return is read, and nothing
+    is counted twice."""
+    product = await make_product(price="4.00", stock=5)
+    order = await make_paid_order(client, customer, (product, 2))
+    provider.refunds_unavailable = True
+    approved = (await request_return(client, customer, order["id"], (product, 2))).json()
+    provider.refunds_unavailable = False
+    held = await ReturnRequest.get(approved["id"])
+    assert held is not None
+    providers = app.state.payment_providers
+
+    settled = await complete_refund(held.model_copy(deep=True), providers)  # elsewhere
+    again = await complete_refund(held, providers)  # from the copy held before that
+
+    assert settled.status is again.status is ReturnStatus.refunded
+    assert again.version == settled.version  # as stored: the held copy's save missed
+    assert [r.amount for r in await refunds_for(order)] == [Decimal("8.00")]
+    assert await stock_of(product) == 5
+    stored = await Order.get(order["id"])
+    assert stored is not None
+    assert (stored.status, stored.refunded_total) == (OrderStatus.returned, Decimal("8.00"))
 
 
 async def test_an_order_without_returns_has_an_empty_return_status(

@@ -53,7 +53,7 @@ async def request_return(
     return_period = timedelta(days=settings.return_window_days)
     quantities = {item.product_id: item.quantity for item in body.items}
 
-    async def claim(session: AsyncClientSession) -> ReturnRequest:
+    async def claim(session: AsyncClientSession) -> tuple[ReturnRequest, Order]:
         await User.must_exist(user_id, session)
         order = await Order.find_one({"_id": order_id, "user_id": user_id}, session=session)
         if order is None:
@@ -63,17 +63,21 @@ async def request_return(
             raise ConcurrentUpdate()
         request = ReturnRequest.open(order, body.items, amounts, body.note, now)
         await request.insert(session=session)
-        return request
+        return request, order
 
-    request = await in_transaction(claim)
+    request, order = await in_transaction(claim)
     _return_changed(request, "requested")
     if settings.returns_auto_approve:
-        return await approve_return(request, providers)
+        return await approve_return(request, providers, order)
     return request
 
 
-async def approve_return(request: ReturnRequest, providers: Providers) -> ReturnRequest:
-    """Approve (if still requested) and refund. Safe to call again on an approved return."""
+async def approve_return(
+    request: ReturnRequest, providers: Providers, order: Order | None = None
+) -> ReturnRequest:
+    """Approve (if still requested) and refund. Safe to call again on an approved return.
+    ``order``: the return's order as read since it was paid, if the caller has it (the
+    refund needs only its payment)."""
     request.check_approvable()
     if request.status is ReturnStatus.requested:
         request.approve(utcnow())
@@ -81,7 +85,7 @@ async def approve_return(request: ReturnRequest, providers: Providers) -> Return
             _return_changed(request, "approved")
         else:
             request = await _reload(request.id)
-    return await complete_refund(request, providers)
+    return await complete_refund(request, providers, order)
 
 
 async def _refund(request: ReturnRequest, payment: Payment, providers: Providers) -> Refund:
@@ -94,10 +98,15 @@ async def _refund(request: ReturnRequest, payment: Payment, providers: Providers
     )
 
 
-async def complete_refund(request: ReturnRequest, providers: Providers) -> ReturnRequest:
+async def complete_refund(
+    request: ReturnRequest, providers: Providers, order: Order | None = None
+) -> ReturnRequest:
+    """Refund an approved return, then mark it refunded, its order's units returned and
+    their stock back, in one transaction. ``order`` as in ``approve_return``."""
     if request.status is not ReturnStatus.approved:
         return request
-    order = await Order.get(request.order_id)
+    if order is None:
+        order = await Order.get(request.order_id)
     assert order is not None and order.payment is not None
     try:
         refund = await _refund(request, order.payment, providers)
@@ -115,18 +124,22 @@ async def complete_refund(request: ReturnRequest, providers: Providers) -> Retur
 
     async def settle(session: AsyncClientSession) -> ReturnRequest:
         nonlocal settled_here
-        current = await ReturnRequest.get(request.id, session=session)
-        assert current is not None
-        settled_here = current.status is ReturnStatus.approved
-        if not settled_here:
-            return current  # settled by a concurrent retry
+        settled_here = False
+        # Saved from the approved return this process holds; read only if saved since.
+        current: ReturnRequest = request.model_copy(deep=True)
+        current.mark_refunded(record)
+        if not await current.save_if_unchanged(session):
+            current = await _reload(request.id, session)
+            if current.status is not ReturnStatus.approved:
+                return current  # settled by a concurrent retry
+            current.mark_refunded(record)
+            if not await current.save_if_unchanged(session):
+                raise ConcurrentUpdate()
+        settled_here = True
         paid_order = await Order.get(current.order_id, session=session)
         assert paid_order is not None
-        current.mark_refunded(record)
         paid_order.record_refund(current.units, record.refunded_at)
-        if not (
-            await current.save_if_unchanged(session) and await paid_order.save_if_unchanged(session)
-        ):
+        if not await paid_order.save_if_unchanged(session):
             raise ConcurrentUpdate()
         await Product.restock({i.product_id: i.quantity for i in current.items}, session)
         return current
@@ -194,8 +207,10 @@ async def retry_refunds(
     return Swept(done, last)
 
 
-async def _reload(return_id: PydanticObjectId | None) -> ReturnRequest:
-    found = await ReturnRequest.get(return_id)
+async def _reload(
+    return_id: PydanticObjectId | None, session: AsyncClientSession | None = None
+) -> ReturnRequest:
+    found = await ReturnRequest.get(return_id, session=session)
     if found is None:
         raise ReturnNotFound()
     return found
