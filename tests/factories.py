@@ -76,6 +76,15 @@ async def stock_of(product: Product) -> int:
     return fresh.stock
 
 
+async def grow_first_line_elsewhere(carts: Any, user_id: PydanticObjectId, units: int) -> None:
+    """What another worker's add does to a customer's cart, through ``carts``: its first line
+    grows by ``units`` and the cart gets a revision this process never saw."""
+    await carts.update_one(
+        {"_id": user_id},
+        {"$inc": {"items.0.quantity": units}, "$set": {"revision": ObjectId()}},
+    )
+
+
 async def set_stock(product: Product, stock: int) -> None:
     await Product.get_pymongo_collection().update_one(
         {"_id": product.id}, {"$set": {"stock": stock}}

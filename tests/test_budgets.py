@@ -30,6 +30,7 @@ from tests.factories import (
     Account,
     add_to_cart,
     apply_code,
+    grow_first_line_elsewhere,
     make_discount,
     make_product,
     make_user,
@@ -103,11 +104,7 @@ async def test_a_cart_changed_by_another_process_costs_the_missed_update_and_a_r
 ) -> None:
     product = await make_product(stock=100)
     await add_to_cart(client, customer, product, 1)
-    # What another worker's add does: the line grows, the cart gets a revision not seen here.
-    await Cart.get_pymongo_collection().update_one(
-        {"user_id": customer.user.id},
-        {"$inc": {"items.0.quantity": 2}, "$set": {"revision": ObjectId()}},
-    )
+    await grow_first_line_elsewhere(Cart.get_pymongo_collection(), customer.user.id, 2)
 
     after = add_to_cart(client, customer, product, 1)
     assert await round_trips(db_commands, after) == ["update carts", *CHANGED]
@@ -205,11 +202,7 @@ async def test_checkout_of_a_cart_changed_elsewhere_reads_it(
 ) -> None:
     product = await make_product(stock=10)
     await add_to_cart(client, customer, product, 1)
-    # Another worker's add: the line grows, the cart gets a revision this process never saw.
-    await Cart.get_pymongo_collection().update_one(
-        {"_id": customer.user.id},
-        {"$inc": {"items.0.quantity": 2}, "$set": {"revision": ObjectId()}},
-    )
+    await grow_first_line_elsewhere(Cart.get_pymongo_collection(), customer.user.id, 2)
 
     checkout = client.post("/order/create/", headers=customer.headers)
     missed = ["update carts", "find carts", "update carts"]  # the emptying misses, then reads

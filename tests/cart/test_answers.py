@@ -5,13 +5,19 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from bson import ObjectId
 from httpx import AsyncClient
 
 from shop.cart import answers
 from shop.discounts.models import DiscountUsage
 from shop.kit.clock import ShiftedClock
-from tests.factories import Account, add_to_cart, make_discount, make_product, view_cart
+from tests.factories import (
+    Account,
+    add_to_cart,
+    grow_first_line_elsewhere,
+    make_discount,
+    make_product,
+    view_cart,
+)
 
 
 class Pricings:
@@ -59,10 +65,7 @@ async def test_a_cart_changed_by_another_process_shows_at_once(
     product = await make_product(price="4.00", stock=9)
     await add_to_cart(client, customer, product, 2)
     assert (await view_cart(client, customer))["total_quantity"] == 2
-    await elsewhere.carts.update_one(
-        {"_id": customer.id},
-        {"$inc": {"items.0.quantity": 3}, "$set": {"revision": ObjectId()}},
-    )
+    await grow_first_line_elsewhere(elsewhere.carts, customer.id, 3)
     viewed = await view_cart(client, customer)
     assert (viewed["total_quantity"], viewed["total"]) == (5, "20.00")
     assert pricings.count == 2
