@@ -739,6 +739,7 @@ def write_report(
         "",
         "Targets: shop / floor throughput at least 0.70, shop / floor CPU at most 1.50.",
         "",
+        *rounds_section(comparison),
         "Peak memory (resident, all processes of the service): "
         + ", ".join(f"{s.name} {s.peak_rss / 2**20:.0f} MiB" for s in services.values()),
         "",
@@ -804,6 +805,36 @@ def write_report(
             latest.unlink(missing_ok=True)
             latest.symlink_to(out.name)
     return text
+
+
+def rounds_section(comparison: Comparison) -> list[str]:
+    """Each round's ratios, floor and shop measured one after the other: the spread the
+    medians above hide, with the machine's drift from round to round cancelled out."""
+    if not comparison or len(next(iter(comparison.values()))) < 2:
+        return []
+    lines = [
+        "Round by round (each round's floor and shop run one after the other), shop / floor:",
+        "",
+        "| request, workers | throughput | CPU per request | CPU: median, range |",
+        "|---|---|---|---|",
+    ]
+    for workers in ("w1", "w2"):
+        for request in ("add", "view"):
+            pairs = list(
+                zip(
+                    comparison[(f"floor-{workers}", request)],
+                    comparison[(f"shop-{workers}", request)],
+                    strict=True,
+                )
+            )
+            rps = [s.rps / f.rps for f, s in pairs]
+            cpu = [s.cpu_ms / f.cpu_ms for f, s in pairs]
+            lines.append(
+                f"| {request}, {workers[1]} | {', '.join(f'{r:.2f}' for r in rps)} "
+                f"| {', '.join(f'{c:.2f}' for c in cpu)} "
+                f"| {median(cpu):.2f}, {min(cpu):.2f} to {max(cpu):.2f} |"
+            )
+    return [*lines, ""]
 
 
 def journey_section(journey: dict[str, Any], args: argparse.Namespace) -> list[str]:
