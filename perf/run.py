@@ -1,7 +1,7 @@
 """`make perf`: the shop beside the floor, the cost as the data grows, and an hour's traffic.
 
-    .venv/bin/python perf/run.py [--vus 20] [--duration 6s] [--rounds 3] [--quick]
-                                 [--parts compare,journey,scaling,growth,sustained] [--out DIR]
+    .venv/bin/python perf/run.py [--vus 20] [--duration 6s] [--rounds 3] [--quick] [--out DIR]
+                       [--parts compare,journey,scaling,instructions,growth,sustained]
 
 Compare: the floor (`perf/floor.py`, one findAndModify or one find per request) and the shop,
 each with one and with two workers, each on a database server of its own started on the same
@@ -9,7 +9,9 @@ state, with the same client options and write concern. In several short rounds w
 targets interleaved, k6 drives `POST /cart/add/` and `GET /cart/` on each with the same
 virtual users and duration; the report gives medians over the rounds. The shopper's journey
 (`perf/shop.js`) and the cost as the work grows (cart lines, order history, catalog size)
-follow. Growth (`perf/growth.py`): each hot request of one customer with 0, 1,000, 10,000
+follow. Instructions: the floor and the shop under callgrind (valgrind), the instructions
+each runs per request, a count that does not move with the machine's load. Growth
+(`perf/growth.py`): each hot request of one customer with 0, 1,000, 10,000
 and 100,000 of every growing collection. Sustained: the journey without pause for 10
 minutes, throughput minute by minute. Everything goes to `perf/results/<timestamp>/` (or
 `--out`): `report.md`, k6's JSON summaries and HTML dashboards. Traffic only ever goes to
@@ -18,6 +20,7 @@ loopback (or to `SHOP_MONGODB_URL`'s server), and every k6 run stops after its d
 
 import argparse
 import contextlib
+import http.client
 import json
 import os
 import platform
@@ -30,7 +33,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -311,7 +314,7 @@ def main() -> int:
     parser.add_argument("--journey", default="20s", help="duration of the journey scenario")
     parser.add_argument(
         "--parts",
-        default="compare,journey,scaling,growth,sustained",
+        default="compare,journey,scaling,instructions,growth,sustained",
         help="which parts to run, comma-separated",
     )
     parser.add_argument("--growth-levels", default="0,1000,10000,100000")
@@ -326,10 +329,12 @@ def main() -> int:
     args = parser.parse_args()
     parts = set(args.parts.split(","))
     args.sustained_run = "60s"
+    args.counted_requests = 300
     if args.quick:
         args.rounds, args.duration, args.journey, args.vus = 1, "2s", "3s", 4
         args.growth_levels, args.growth_samples = "0,1000", 2
         args.sustained_minutes, args.sustained_run = 2, "5s"
+        args.counted_requests = 20
 
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     out = args.out or HERE / "results" / stamp
@@ -367,6 +372,13 @@ def main() -> int:
         finally:
             for service in services.values():
                 service.stop()
+    counted: list[Counted] | str = []
+    if "instructions" in parts:
+        if shutil.which("valgrind") is None:
+            counted = "not measured: valgrind is not installed"
+        else:
+            with tempfile.TemporaryDirectory(prefix="shop-perf-") as tmp:
+                counted = count_instructions(Path(tmp), out, args.counted_requests)
     grown: list[dict[str, Any]] = []
     if "growth" in parts:
         levels = [int(level) for level in args.growth_levels.split(",")]
@@ -377,7 +389,7 @@ def main() -> int:
     report = write_report(
         out,
         args,
-        Results(comparison, journey, scaling, grown, sustained),
+        Results(comparison, journey, scaling, counted, grown, sustained),
         services,
         time.monotonic() - started,
     )
@@ -387,10 +399,18 @@ def main() -> int:
     return 1 if failed or any(m.errors for m in sustained) else 0
 
 
-def start_services(tmp: Path, out: Path, databases: contextlib.ExitStack) -> dict[str, Service]:
+def start_services(
+    tmp: Path,
+    out: Path,
+    databases: contextlib.ExitStack,
+    names: tuple[str, ...] = SERVICES,
+    wrap: Callable[[str], list[str]] = lambda name: [],
+    timeout: float = 90,
+) -> dict[str, Service]:
     """Every compared service on a database server of its own, all started on the same state
     (an empty database), so that none pays for another's history: the embedded server's
-    cost grows with what it holds and with what it was sent lately."""
+    cost grows with what it holds and with what it was sent lately. ``wrap`` names what each
+    service's command runs under (a profiler), if anything."""
     base_env = {k: v for k, v in os.environ.items() if not k.startswith("SHOP_")}
     # The floor runs on the same server configuration as `shop serve` (uvloop, httptools) and
     # logs each request as the shop does (uvicorn's access log; the shop writes its own
@@ -399,7 +419,7 @@ def start_services(tmp: Path, out: Path, databases: contextlib.ExitStack) -> dic
     floor += ["--loop", "uvloop", "--http", "httptools"]
     shop = [str(BIN / "shop"), "serve"]
     services = {}
-    for name in SERVICES:
+    for name in names:
         url, process = databases.enter_context(database(tmp / f"{name}-db"))
         env = {**base_env, "SHOP_MONGODB_URL": url, "SHOP_DB_NAME": name.replace("-", "_")}
         if name.startswith("floor"):
@@ -414,13 +434,14 @@ def start_services(tmp: Path, out: Path, databases: contextlib.ExitStack) -> dic
                 "SHOP_ADMIN_PASSWORD": ADMIN_PASSWORD,
             }
             command = shop
-        service = Service(name, [*command, "--workers", name[-1]], env)
+        service = Service(name, [*wrap(name), *command, "--workers", name[-1]], env)
         service.database, service.database_url = process, url
         service.start(out / "logs")
         services[name] = service
     try:
         for service in services.values():
-            service.wait_until_up("/products/?limit=1" if "shop" in service.name else "/docs")
+            up = "/products/?limit=1" if "shop" in service.name else "/docs"
+            service.wait_until_up(up, timeout)
     except BaseException:  # none is left running when one does not come up
         for service in services.values():
             service.stop()
@@ -503,6 +524,96 @@ def compare(
                 measured = k6.run_plan(f"{name}-{request}", services[name], plan, args.duration)
                 results.setdefault((name, request), []).append(measured)
     return results
+
+
+# -- instructions per request --------------------------------------------------------------
+
+
+@dataclass
+class Counted:
+    """Instructions the service ran per request, one figure per round."""
+
+    request: str
+    floor: list[float]
+    shop: list[float]
+
+
+def count_instructions(tmp: Path, out: Path, requests: int, rounds: int = 2) -> list[Counted]:
+    """The floor and the shop with one worker each, under callgrind, each on a database of its
+    own: the instructions each runs for the same requests, sent one at a time over one
+    keep-alive connection. Unlike CPU time under load, the count does not move with what
+    else the machine runs; it leaves out the kernel's share (the sockets), which both pay
+    alike."""
+    dumps = out / "callgrind"
+    dumps.mkdir(exist_ok=True)
+
+    def under_callgrind(name: str) -> list[str]:
+        return ["valgrind", "--tool=callgrind", f"--callgrind-out-file={dumps}/{name}.%p"]
+
+    counted = []
+    with contextlib.ExitStack() as databases:
+        services = start_services(
+            tmp, out, databases, ("floor-w1", "shop-w1"), under_callgrind, timeout=900
+        )
+        try:
+            seeded = {name: seed(service, 1) for name, service in services.items()}
+            for request in ("add", "view"):
+                per_service: dict[str, list[float]] = {name: [] for name in services}
+                for _ in range(rounds):
+                    for name, service in services.items():
+                        (entry,) = cart_plans(service, seeded[name], request)
+                        send_one_at_a_time(entry, requests // 4)  # warm
+                        zero_counts(service)
+                        send_one_at_a_time(entry, requests)
+                        per_service[name].append(dump_counts(service, dumps) / requests)
+                counted.append(Counted(request, per_service["floor-w1"], per_service["shop-w1"]))
+        finally:
+            for service in services.values():
+                service.stop()
+    return counted
+
+
+def send_one_at_a_time(entry: dict[str, Any], requests: int) -> None:
+    url = urllib.parse.urlsplit(entry["url"])
+    connection = http.client.HTTPConnection(url.hostname or "", url.port, timeout=120)
+    bodies = entry.get("bodies") or [None]
+    try:
+        for n in range(requests):
+            body = bodies[n % len(bodies)]
+            data = None if body is None else json.dumps(body)
+            connection.request(entry["method"], url.path, data, entry["headers"])
+            answer = connection.getresponse()
+            answer.read()
+            if answer.status != 200:
+                raise SystemExit(f"{entry['method']} {entry['url']}: {answer.status}")
+    finally:
+        connection.close()
+
+
+def zero_counts(service: Service) -> None:
+    assert service.process is not None
+    subprocess.run(
+        ["callgrind_control", "--zero", str(service.process.pid)],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+
+
+def dump_counts(service: Service, dumps: Path) -> int:
+    """Instructions since the counts were last zeroed (callgrind writes them to a new file)."""
+    assert service.process is not None
+    pid = service.process.pid
+    before = set(dumps.glob(f"{service.name}.{pid}.*"))
+    subprocess.run(["callgrind_control", "--dump", str(pid)], check=True, stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        for dump in set(dumps.glob(f"{service.name}.{pid}.*")) - before:
+            lines = dump.read_text().splitlines()
+            if lines and lines[-1].startswith("totals:"):  # written in full
+                (summary,) = (line for line in lines if line.startswith("summary:"))
+                return int(summary.split()[1])
+        time.sleep(0.2)
+    raise SystemExit(f"callgrind wrote no counts for {service.name}")
 
 
 # -- cost as the work grows -----------------------------------------------------------------
@@ -645,6 +756,7 @@ class Results:
     comparison: Comparison
     journey: dict[str, Any] | None
     scaling: list[Scaled]
+    instructions: list[Counted] | str  # or why they were not counted
     growth: list[dict[str, Any]]
     sustained: list[Measured]
 
@@ -744,6 +856,7 @@ def write_report(
         + ", ".join(f"{s.name} {s.peak_rss / 2**20:.0f} MiB" for s in services.values()),
         "",
     ]
+    lines += instructions_section(results.instructions, args.counted_requests)
     if journey is not None:
         lines += journey_section(journey, args)
     lines += [
@@ -834,6 +947,35 @@ def rounds_section(comparison: Comparison) -> list[str]:
                 f"| {', '.join(f'{c:.2f}' for c in cpu)} "
                 f"| {median(cpu):.2f}, {min(cpu):.2f} to {max(cpu):.2f} |"
             )
+    return [*lines, ""]
+
+
+def instructions_section(counted: list[Counted] | str, requests: int) -> list[str]:
+    if not counted:
+        return []
+    lines = [
+        "## Instructions per request",
+        "",
+        "The floor and the shop with one worker each, under callgrind, each on a database of "
+        f"its own: {requests} requests per round sent one at a time over one keep-alive "
+        "connection, after a warm-up; the instructions of the service's process (the kernel's "
+        "share, the sockets', is left out: both pay it alike). Unlike CPU time under load, "
+        "the count does not move with what else the machine runs.",
+        "",
+    ]
+    if isinstance(counted, str):
+        return [*lines, f"{counted[0].upper()}{counted[1:]}.", ""]
+    lines += [
+        "| request | floor, each round | shop, each round | shop / floor |",
+        "|---|---|---|---|",
+    ]
+    names = {"add": "add, `POST /cart/add/`", "view": "view, `GET /cart/`"}
+    for row in counted:
+        ratio = median(row.shop) / median(row.floor)
+        lines.append(
+            f"| {names[row.request]} | {', '.join(f'{n / 1e6:.3f} M' for n in row.floor)} "
+            f"| {', '.join(f'{n / 1e6:.3f} M' for n in row.shop)} | **{ratio:.2f}** |"
+        )
     return [*lines, ""]
 
 

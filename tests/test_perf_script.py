@@ -1,6 +1,7 @@
 """`make perf` still runs end to end: a quick smoke run, checked for what the report must show."""
 
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -39,6 +40,19 @@ def test_the_load_test_runs_clean_and_reports_against_the_floor(tmp_path: Path) 
     assert "first page of" in report and "page at" in report
     assert list((out / "dashboards").glob("*.html")), "no k6 HTML dashboard"
     assert list((out / "k6").glob("*.json")), "no k6 summary"
+    # Instructions per request, counted under callgrind: both requests, each with its ratio.
+    counted = report.split("## Instructions per request")[1].split("##")[0]
+    if shutil.which("valgrind") is None:
+        assert "Not measured: valgrind is not installed." in counted
+    else:
+        for request in ("`POST /cart/add/`", "`GET /cart/`"):
+            (row,) = [line for line in counted.splitlines() if request in line]
+            assert re.fullmatch(
+                r"\| .+ \| [0-9.]+ M, [0-9.]+ M \| [0-9.]+ M, [0-9.]+ M "
+                r"\| \*\*[0-9.]+\*\* \|",
+                row,
+            ), row
+            assert float(row.split("**")[1]) > 0, row
     # Cost as the data grows: every hot request at each level; and the sustained runs.
     growth = report.split("## Cost as the data grows")[1].split("##")[0]
     assert "| request | 0 | 1,000 | last / none |" in growth
