@@ -304,6 +304,7 @@ class K6:
 
 
 SERVICES = ("floor-w1", "shop-w1", "floor-w2", "shop-w2")
+CART_REQUESTS = {"add": "`POST /cart/add/`", "view": "`GET /cart/`"}  # what the report calls them
 
 
 def main() -> int:
@@ -828,7 +829,6 @@ def write_report(
         "| DB CPU ms/req floor → shop | errors |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    names = {"add": "`POST /cart/add/`", "view": "`GET /cart/`"}
     for workers in ("w1", "w2") if comparison else ():
         for request in ("add", "view"):
             floor = comparison[(f"floor-{workers}", request)]
@@ -842,7 +842,7 @@ def write_report(
                 db = f"{f_db:.2f} → {s_db:.2f}"
             errors = sum(m.errors for m in floor + shop)
             lines.append(
-                f"| {names[request]} | {workers[1]} | {f_rps:.0f} | {s_rps:.0f} | "
+                f"| {CART_REQUESTS[request]} | {workers[1]} | {f_rps:.0f} | {s_rps:.0f} | "
                 f"**{s_rps / f_rps:.2f}** | {median([m.p50 for m in shop]):.1f} / "
                 f"{median([m.p95 for m in shop]):.1f} / {median([m.p99 for m in shop]):.1f} | "
                 f"{f_cpu:.2f} | {s_cpu:.2f} | **{s_cpu / f_cpu:.2f}** | {db} | {errors} |"
@@ -969,11 +969,11 @@ def instructions_section(counted: list[Counted] | str, requests: int) -> list[st
         "| request | floor, each round | shop, each round | shop / floor |",
         "|---|---|---|---|",
     ]
-    names = {"add": "add, `POST /cart/add/`", "view": "view, `GET /cart/`"}
     for row in counted:
         ratio = median(row.shop) / median(row.floor)
         lines.append(
-            f"| {names[row.request]} | {', '.join(f'{n / 1e6:.3f} M' for n in row.floor)} "
+            f"| {row.request}, {CART_REQUESTS[row.request]} "
+            f"| {', '.join(f'{n / 1e6:.3f} M' for n in row.floor)} "
             f"| {', '.join(f'{n / 1e6:.3f} M' for n in row.shop)} | **{ratio:.2f}** |"
         )
     return [*lines, ""]
